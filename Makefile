@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   runs the main job end to end on the bundled default (ShapesOVD + a small CLIP)
+#   make test   runs the test suite
+# Both create .venv/ on first use; afterwards the install is skipped unless a pin changed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# detectron2 has no official PyPI release; sal-detectron2 is a cp310 wheel of upstream detectron2
+# whose Python code runs on 3.11 (its compiled _C is never loaded). See README "Installation".
+DETECTRON2_WHEEL := sal-detectron2==0.7.2
+
+.PHONY: install demo test clean-venv
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+		--python-version 3.10 --only-binary=:all: \
+		--target "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+		$(DETECTRON2_WHEEL)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -c "import detectron2, clip, ezsd"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) tools/run_pipeline.py --output-dir output/demo
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+clean-venv:
+	rm -rf $(VENV)
