@@ -155,7 +155,8 @@ def test_lvis_train_split_refuses_rare_boxes_and_remaps_ids(tmp_path):
     images = [{"id": 1, "width": 50, "height": 50, "coco_url": "http://x/train2017/1.jpg"}]
 
     def write(name, annotations):
-        annotations = [dict(id=i + 1, image_id=1, area=1.0, **a) for i, a in enumerate(annotations)]
+        annotations = [dict(id=i + 1, image_id=1, area=1.0, segmentation=[[1, 1, 9, 1, 9, 9]], **a)
+                       for i, a in enumerate(annotations)]
         path = tmp_path / name
         path.write_text(json.dumps({"images": images, "annotations": annotations,
                                     "categories": categories}))  # fmt: skip

@@ -8,7 +8,7 @@ Paths are rooted at $DETECTRON2_DATASETS (default "datasets", as in detectron2):
 import os
 
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-from detectron2.data.datasets.lvis_v1_categories import CATEGORIES as LVIS_V1_CATEGORIES
+from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES as LVIS_V1_CATEGORIES
 
 from ..shapes_ovd import CATEGORY_NAMES as SHAPES_CATEGORY_NAMES
 from ..shapes_ovd import DEFAULT_NOVEL_CLASSES as SHAPES_DEFAULT_NOVEL_CLASSES

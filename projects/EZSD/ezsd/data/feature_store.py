@@ -1,0 +1,114 @@
+"""The on-disk store of pre-computed CLIP region targets: one small `.npz` per image + a manifest.
+
+Per region, all included, about 1.05 KB at 512-d: fp16 embedding (1024 B), fp32 box (16 B),
+fp16 confidence and objectness, int16 CLIP argmax, bool is-GT flag. The offline tools write it, the
+detector's mapper reads it; `manifest.json` records how the targets were made (CLIP checkpoint hash,
+class names, settings) so that a trainer refuses targets made for another set-up.
+
+Layout:
+    ROOT/manifest.json
+    ROOT/regions/<image_id>.npz   keys: boxes (R,4) float32 XYXY in original image pixels,
+                                  embeddings (R,D) float16 (not normalised), confidence (R,)
+                                  float16, clip_class (R,) int16, objectness (R,) float16,
+                                  is_gt (R,) bool. Proposal rows are sorted by objectness.
+"""
+import json
+import os
+
+import numpy as np
+
+from ezsd.utils.errors import UserInputError
+from ezsd.utils.file_io import atomic_write, atomic_write_json
+
+__all__ = ["FeatureStore", "write_image_regions", "write_manifest", "REGION_FIELDS"]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+REGION_FIELDS = {
+    "boxes": np.float32,
+    "embeddings": np.float16,
+    "confidence": np.float16,
+    "clip_class": np.int16,
+    "objectness": np.float16,
+    "is_gt": np.bool_,
+}
+
+
+def region_file(root, image_id):
+    return os.path.join(root, "regions", f"{image_id}.npz")
+
+
+def write_image_regions(root, image_id, **arrays):
+    """Write one image's regions atomically (a killed job leaves no partial file)."""
+    missing = set(REGION_FIELDS) - set(arrays)
+    if missing:
+        raise ValueError(f"write_image_regions: missing arrays {sorted(missing)}")
+    num = len(arrays["boxes"])
+    if any(len(a) != num for a in arrays.values()):
+        raise ValueError(f"write_image_regions: arrays of image {image_id} differ in length")
+    cast = {k: np.ascontiguousarray(arrays[k], dtype=t) for k, t in REGION_FIELDS.items()}
+    cast["boxes"] = cast["boxes"].reshape(num, 4)
+    with atomic_write(region_file(root, image_id)) as f:
+        np.savez(f, **cast)
+
+
+def write_manifest(root, clip_hash, class_names, base_classes, settings, image_counts):
+    """Write the manifest last: its presence marks a finished store."""
+    atomic_write_json(
+        os.path.join(root, MANIFEST),
+        dict(format_version=FORMAT_VERSION, clip_hash=clip_hash, class_names=list(class_names),
+             base_classes=list(base_classes), settings=settings,
+             images={str(k): int(v) for k, v in image_counts.items()}),  # fmt: skip
+        indent=1,
+    )
+
+
+class FeatureStore:
+    """Read access to a finished store (one whose manifest exists)."""
+
+    def __init__(self, root):
+        self.root = root
+        path = os.path.join(root, MANIFEST)
+        try:
+            with open(path) as f:
+                self.manifest = json.load(f)
+        except FileNotFoundError:
+            raise UserInputError(
+                f"{path}: not found; pre-compute the region features first "
+                "(tools/precompute_clip_features.py)"
+            ) from None
+        except json.JSONDecodeError as e:
+            raise UserInputError(f"{path}: not valid JSON ({e})") from None
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise UserInputError(
+                f"{path}: format_version {self.manifest.get('format_version')} is not the "
+                f"supported {FORMAT_VERSION}; re-run the pre-computation"
+            )
+
+    def check_compatible(self, clip_hash=None, class_names=None):
+        """Refuse targets made with another CLIP checkpoint or another class list."""
+        path = os.path.join(self.root, MANIFEST)
+        if clip_hash is not None and self.manifest["clip_hash"] != clip_hash:
+            raise UserInputError(
+                f"{path}: made with CLIP checkpoint {self.manifest['clip_hash']}, "
+                f"but this run uses {clip_hash}"
+            )
+        if class_names is not None and list(class_names) != self.manifest["class_names"]:
+            theirs, ours = self.manifest["class_names"], list(class_names)
+            first = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), None)
+            detail = (
+                f"{len(theirs)} classes vs {len(ours)}" if first is None
+                else f"class {first} is '{theirs[first]}' there, '{ours[first]}' here"
+            )  # fmt: skip
+            raise UserInputError(f"{path}: made for other class names ({detail})")
+
+    def __contains__(self, image_id):
+        return str(image_id) in self.manifest["images"]
+
+    def load(self, image_id):
+        """Return the dict of REGION_FIELDS arrays of one image."""
+        path = region_file(self.root, image_id)
+        if image_id not in self:
+            raise UserInputError(f"{self.root}: has no regions for image id {image_id}")
+        with np.load(path) as data:
+            return {k: data[k] for k in REGION_FIELDS}

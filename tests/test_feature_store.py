@@ -1,0 +1,63 @@
+"""The region feature store: round trip, size per region, and refusal of mismatched targets."""
+import os
+
+import numpy as np
+import pytest
+
+from ezsd.data.feature_store import FeatureStore, write_image_regions, write_manifest
+from ezsd.utils.errors import UserInputError
+
+
+def _regions(num, dim=512, seed=0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 100, (num, 2))
+    return dict(
+        boxes=np.concatenate([xy, xy + rng.uniform(1, 50, (num, 2))], axis=1),
+        embeddings=rng.normal(size=(num, dim)), confidence=rng.uniform(size=num),
+        clip_class=rng.integers(0, 65, num), objectness=np.sort(rng.uniform(size=num))[::-1],
+        is_gt=np.arange(num) < 3,
+    )  # fmt: skip
+
+
+def _store(tmp_path, counts):
+    for image_id, num in counts.items():
+        write_image_regions(str(tmp_path), image_id, **_regions(num, seed=image_id))
+    write_manifest(str(tmp_path), "abc123", ["lemon", "lime"], ["lemon"], {"top_k": 300}, counts)
+    return FeatureStore(str(tmp_path))
+
+
+def test_round_trip_and_dtypes(tmp_path):
+    store = _store(tmp_path, {7: 20, 9: 0})
+    regions = store.load(7)
+    expected = _regions(20, seed=7)
+    np.testing.assert_allclose(regions["boxes"], expected["boxes"], rtol=1e-6)
+    np.testing.assert_allclose(regions["embeddings"], expected["embeddings"], atol=4e-3, rtol=1e-3)
+    assert regions["embeddings"].dtype == np.float16 and regions["is_gt"].sum() == 3
+    assert store.load(9)["boxes"].shape == (0, 4)
+    assert 7 in store and 8 not in store
+
+
+def test_size_per_region_is_compact(tmp_path):
+    _store(tmp_path, {1: 300})
+    size = os.path.getsize(os.path.join(tmp_path, "regions", "1.npz"))
+    assert size / 300 <= 1.1 * 1024, f"{size / 300:.0f} bytes per region"
+
+
+def test_mismatched_setup_is_refused(tmp_path):
+    store = _store(tmp_path, {1: 4})
+    store.check_compatible(clip_hash="abc123", class_names=["lemon", "lime"])
+    with pytest.raises(UserInputError, match="CLIP checkpoint abc123, but this run uses zzz"):
+        store.check_compatible(clip_hash="zzz")
+    with pytest.raises(UserInputError, match="class 1 is 'lime' there, 'tire' here"):
+        store.check_compatible(class_names=["lemon", "tire"])
+    with pytest.raises(UserInputError, match="2 classes vs 1"):
+        store.check_compatible(class_names=["lemon"])
+    with pytest.raises(UserInputError, match="no regions for image id 5"):
+        store.load(5)
+
+
+def test_unfinished_store_is_refused(tmp_path):
+    write_image_regions(str(tmp_path), 1, **_regions(2))
+    with pytest.raises(UserInputError, match="manifest.json: not found"):
+        FeatureStore(str(tmp_path))
+    assert not [f for f in os.listdir(tmp_path / "regions") if f.startswith(".tmp")]
