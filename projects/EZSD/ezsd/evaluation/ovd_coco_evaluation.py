@@ -1,0 +1,82 @@
+"""COCO-style evaluation that also reports AP on the base and on the novel classes."""
+import json
+import os
+
+import numpy as np
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils.logger import create_small_table
+
+from ezsd.utils.file_io import atomic_write_json
+
+__all__ = ["OVDCOCOEvaluator", "subset_average_precision"]
+
+OVD_METRICS_FILE = "ovd_metrics.json"
+
+
+def subset_average_precision(coco_eval, class_names, iou=None):
+    """Mean per-class AP (0-100) over the classes named `class_names`, from a run COCOeval.
+
+    Equal to evaluating with `params.catIds` restricted to those classes, since COCO evaluates
+    each category independently. `iou=None` averages IoU 0.5:0.95; otherwise a single threshold.
+    Classes without ground truth are left out, as COCO does; NaN if none is left.
+    """
+    precision = coco_eval.eval["precision"]  # (iou, recall, class, area, max dets)
+    if iou is not None:
+        precision = precision[np.isclose(coco_eval.params.iouThrs, iou)]
+    cat_names = [c["name"] for c in coco_eval.cocoGt.loadCats(coco_eval.params.catIds)]
+    wanted = set(class_names)
+    per_class = []
+    for k, name in enumerate(cat_names):
+        if name in wanted:
+            p = precision[:, :, k, 0, -1]  # all areas, the largest max-dets setting
+            p = p[p > -1]
+            if p.size:
+                per_class.append(np.mean(p))
+    return float(np.mean(per_class) * 100) if per_class else float("nan")
+
+
+class OVDCOCOEvaluator(COCOEvaluator):
+    """A COCOEvaluator whose results also hold AP50_{base,novel,all} and AP_{base,novel,all}.
+
+    Base and novel class names come from the dataset's MetadataCatalog entry. The figures are
+    returned in each task's results and written to `output_dir/ovd_metrics.json`.
+    """
+
+    def __init__(self, dataset_name, *args, **kwargs):
+        super().__init__(dataset_name, *args, **kwargs)
+        if self._do_evaluation:
+            # pycocotools >= 2.0.9 fails on ground truth without "info", which COCO-format
+            # files written by other tools often lack.
+            self._coco_api.dataset.setdefault("info", {})
+            if not hasattr(self._metadata, "thing_dataset_id_to_contiguous_id"):
+                # The dataset was not loaded in this process (e.g. evaluating saved predictions):
+                # derive detectron2's id mapping (category ids in sorted order) from the json.
+                cat_ids = sorted(self._coco_api.getCatIds())
+                self._metadata.thing_dataset_id_to_contiguous_id = {c: i for i, c in enumerate(cat_ids)}
+
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        results = super()._derive_coco_results(coco_eval, iou_type, class_names)
+        if iou_type == "keypoints":
+            return results
+        groups = {
+            "base": self._metadata.base_classes,
+            "novel": self._metadata.novel_classes,
+            "all": list(self._metadata.base_classes) + list(self._metadata.novel_classes),
+        }
+        ovd = {}
+        for group, names in groups.items():
+            for metric, iou in (("AP50", 0.5), ("AP", None)):
+                ovd[f"{metric}_{group}"] = (
+                    float("nan") if coco_eval is None else subset_average_precision(coco_eval, names, iou)
+                )
+        self._logger.info(f"Open-vocabulary {iou_type} results:\n" + create_small_table(ovd))
+        if self._output_dir:
+            path = os.path.join(self._output_dir, OVD_METRICS_FILE)
+            previous = {}
+            if os.path.exists(path):  # one file for all tasks (bbox, segm) of this evaluation
+                with open(path) as f:
+                    previous = json.load(f)
+            previous[iou_type] = ovd
+            atomic_write_json(path, previous, indent=1)
+        results.update(ovd)
+        return results
