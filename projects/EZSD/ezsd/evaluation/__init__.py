@@ -1,4 +1,5 @@
+from .build import build_ovd_evaluator
 from .lvis_evaluation import OVDLVISEvaluator
 from .ovd_coco_evaluation import OVDCOCOEvaluator
 
-__all__ = ["OVDCOCOEvaluator", "OVDLVISEvaluator"]
+__all__ = ["build_ovd_evaluator", "OVDCOCOEvaluator", "OVDLVISEvaluator"]

@@ -1,0 +1,125 @@
+"""Text embeddings: normalised rows, prompt ensembling, and the name-order sidecar check."""
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from clip.model import CLIP
+from detectron2.data import MetadataCatalog
+
+from ezsd.clip import (
+    ENSEMBLE_PROMPTS, clean_class_name, load_text_embeddings, save_clip_checkpoint,
+    save_text_embeddings, text_embeddings,
+)  # fmt: skip
+from ezsd.utils.errors import UserInputError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(REPO, "tools", "dump_text_embeddings.py")
+NAMES = ["cat", "bow_(weapon)", "bow_(decorative_ribbons)", "traffic light"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return CLIP(32, 32, 2, 64, 8, 16, 49408, 64, 1, 1).eval()  # tiny ViT CLIP, context 16
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip") / "tiny.pt"
+    save_clip_checkpoint(model, path)
+    return str(path)
+
+
+def test_clean_class_name():
+    assert clean_class_name("bow_(weapon)") == "bow (weapon)"
+    assert clean_class_name("  traffic__light ") == "traffic light"
+    assert clean_class_name("person") == "person"
+
+
+def test_shape_and_norm(model):
+    emb = text_embeddings(model, NAMES)
+    assert emb.shape == (4, 32) and emb.dtype == torch.float32
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(4))
+    # qualifiers are kept, so LVIS homonyms stay distinguishable
+    assert not torch.allclose(emb[1], emb[2])
+
+
+def test_ensemble(model):
+    single = text_embeddings(model, NAMES, ["a photo of a {}"])
+    assert torch.allclose(text_embeddings(model, NAMES, ["a photo of a {}"] * 2), single, atol=1e-6)
+    ensemble = text_embeddings(model, NAMES, ENSEMBLE_PROMPTS)
+    torch.testing.assert_close(ensemble.norm(dim=1), torch.ones(4))
+    assert (ensemble - single).abs().max() > 1e-3
+
+
+def test_bad_prompts(model):
+    with pytest.raises(UserInputError, match="one '{}'"):
+        text_embeddings(model, NAMES, ["a photo"])
+    with pytest.raises(UserInputError, match="too long for context length 16"):
+        text_embeddings(model, ["a very " * 10 + "long name"])
+
+
+def test_file_pair_round_trip_and_mismatch(tmp_path):
+    path = str(tmp_path / "emb.npy")
+    emb = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    save_text_embeddings(path, emb, ["a", "b", "c"], prompts=["a photo of a {}"])
+    loaded, names = load_text_embeddings(path, expected_names=["a", "b", "c"])
+    np.testing.assert_array_equal(loaded, emb)
+    assert names == ["a", "b", "c"]
+    sidecar = str(tmp_path / "emb.names.json")
+    with pytest.raises(UserInputError) as e:
+        load_text_embeddings(path, expected_names=["a", "c", "b"])
+    assert (
+        path in str(e.value)
+        and sidecar in str(e.value)
+        and "class 1 is 'b' but 'c'" in str(e.value)
+    )
+    with pytest.raises(UserInputError, match="has 3 classes but 2 are expected"):
+        load_text_embeddings(path, expected_names=["a", "b"])
+    os.remove(sidecar)
+    with pytest.raises(UserInputError, match="emb.names.json: no such file"):
+        load_text_embeddings(path)
+    with pytest.raises(UserInputError, match="must end in .npy"):
+        save_text_embeddings(str(tmp_path / "emb.bin"), emb, ["a", "b", "c"])
+
+
+def test_dump_tool_writes_both_files(model, checkpoint, tmp_path):
+    out = tmp_path / "sub" / "names.npy"
+    subprocess.run(
+        [sys.executable, TOOL, "--clip", checkpoint, "--names", ",".join(NAMES), "--out", str(out)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    emb, names = load_text_embeddings(str(out), expected_names=NAMES)
+    assert names == NAMES and emb.shape == (4, 32)
+    np.testing.assert_allclose(emb, text_embeddings(model, NAMES).numpy(), atol=2e-2)  # fp16 file
+    sidecar = json.loads((tmp_path / "sub" / "names.names.json").read_text())
+    assert sidecar["prompts"] == ["a photo of a {}"] and len(sidecar["clip_hash"]) == 12
+
+
+def test_dump_tool_dataset(checkpoint, tmp_path, capsys):
+    main = runpy.run_path(TOOL)["main"]
+    out = str(tmp_path / "coco.npy")
+    main(["--clip", checkpoint, "--dataset", "coco_ovd_val", "--out", out])
+    classes = MetadataCatalog.get("coco_ovd_val").thing_classes
+    assert load_text_embeddings(out, expected_names=classes)[0].shape == (65, 32)
+    with pytest.raises(SystemExit) as e:
+        main(["--clip", checkpoint, "--dataset", "no_such_set", "--out", out])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --dataset 'no_such_set' is not a registered dataset with thing_classes"
+    )
+
+
+def test_reader_does_not_import_clip():
+    """The detector reads embedding files without importing CLIP (DESIGN.md section 4)."""
+    code = (
+        "import sys, ezsd; from ezsd.clip.embedding_file import load_text_embeddings; "
+        "sys.exit('clip' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
