@@ -2,7 +2,6 @@
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 
@@ -102,16 +101,18 @@ def test_dump_tool_writes_both_files(model, checkpoint, tmp_path):
     assert sidecar["prompts"] == ["a photo of a {}"] and len(sidecar["clip_hash"]) == 12
 
 
-def test_dump_tool_dataset(checkpoint, tmp_path, capsys):
-    main = runpy.run_path(TOOL)["main"]
+def test_dump_tool_dataset(checkpoint, tmp_path):
     out = str(tmp_path / "coco.npy")
-    main(["--clip", checkpoint, "--dataset", "coco_ovd_val", "--out", out])
+    run = lambda dataset: subprocess.run(  # noqa: E731
+        [sys.executable, TOOL, "--clip", checkpoint, "--dataset", dataset, "--out", out],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert run("coco_ovd_val").returncode == 0
     classes = MetadataCatalog.get("coco_ovd_val").thing_classes
     assert load_text_embeddings(out, expected_names=classes)[0].shape == (65, 32)
-    with pytest.raises(SystemExit) as e:
-        main(["--clip", checkpoint, "--dataset", "no_such_set", "--out", out])
-    assert e.value.code == 2
-    assert capsys.readouterr().err.strip() == (
+    result = run("no_such_set")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
         "error: --dataset 'no_such_set' is not a registered dataset with thing_classes"
     )
 
@@ -119,7 +120,7 @@ def test_dump_tool_dataset(checkpoint, tmp_path, capsys):
 def test_reader_does_not_import_clip():
     """The detector reads embedding files without importing CLIP (DESIGN.md section 4)."""
     code = (
-        "import sys, ezsd; from ezsd.clip.embedding_file import load_text_embeddings; "
+        "import sys, ezsd; from ezsd.data.text_embedding_file import load_text_embeddings; "
         "sys.exit('clip' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

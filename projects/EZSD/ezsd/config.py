@@ -16,3 +16,38 @@ def add_ezsd_config(cfg):
     _C.MODEL.EZSD.CLIP.CROP_SCALE = 1.2
     # Region crops: the enlarged box's sides are at least this many pixels.
     _C.MODEL.EZSD.CLIP.MIN_CROP_SIZE = 10.0
+
+    # ---- detector (ezsd/modeling, ezsd/data/mapper.py) ----
+    # Dimension of the region embedding = the CLIP embedding dimension (512 for ViT-B/32).
+    _C.MODEL.EZSD.EMBED_DIM = 512
+    # Training vocabulary: text-embedding file (FILE.npy + FILE.names.json) of DATASETS.TRAIN's classes
+    # (a relative path is looked up under DETECTRON2_DATASETS first, then as given; same for FEATURES).
+    _C.MODEL.EZSD.TEXT_EMBEDDINGS = ""
+    # Inference vocabulary (e.g. base + novel), checked against DATASETS.TEST[0]; "" = the training one.
+    _C.MODEL.EZSD.TEST_TEXT_EMBEDDINGS = ""
+    # Classifier temperature T (logits = T * cosine); the initial value when learned.
+    _C.MODEL.EZSD.TEMPERATURE = 100.0
+    # Learn T (stored as log T) or keep it fixed.
+    _C.MODEL.EZSD.LEARN_TEMPERATURE = True
+    # Semantic-based regression: condition box regression on a class text embedding.
+    _C.MODEL.EZSD.SEMANTIC_REGRESSION = True
+    # EZSD box head layout (conv/FC widths and norm come from MODEL.ROI_BOX_HEAD.CONV_DIM/FC_DIM/NORM).
+    _C.MODEL.EZSD.BOX_HEAD = CN()
+    # 3x3 convs shared by the classification and regression branches.
+    _C.MODEL.EZSD.BOX_HEAD.NUM_SHARED_CONV = 3
+    # 3x3 convs in each branch.
+    _C.MODEL.EZSD.BOX_HEAD.NUM_BRANCH_CONV = 1
+    # FC layers in each branch.
+    _C.MODEL.EZSD.BOX_HEAD.NUM_BRANCH_FC = 2
+    # Distillation of CLIP region embeddings into the region embedding.
+    _C.MODEL.EZSD.DISTILL = CN()
+    # Add the distillation loss (needs pre-computed region features and EZSDDatasetMapper).
+    _C.MODEL.EZSD.DISTILL.ENABLED = True
+    # Distillation loss factor (the loss is also multiplied by EMBED_DIM): 1.0 COCO, 0.5 LVIS.
+    _C.MODEL.EZSD.DISTILL.WEIGHT = 1.0
+    # CLIP proposals distilled per image: sampled with replacement from the first this many stored.
+    _C.MODEL.EZSD.DISTILL.NUM_PROPOSALS = 200
+    # Folder of pre-computed region features (holds manifest.json); relative paths are under DETECTRON2_DATASETS.
+    _C.MODEL.EZSD.DISTILL.FEATURES = ""
+    # An image without stored regions: "error" (default) or "skip" (train it without distillation, counted and logged).
+    _C.MODEL.EZSD.DISTILL.ON_MISSING = "error"

@@ -52,15 +52,19 @@ def write_image_regions(root, image_id, **arrays):
         np.savez(f, **cast)
 
 
-def write_manifest(root, clip_hash, class_names, base_classes, settings, image_counts):
-    """Write the manifest last: its presence marks a finished store."""
-    atomic_write_json(
-        os.path.join(root, MANIFEST),
-        dict(format_version=FORMAT_VERSION, clip_hash=clip_hash, class_names=list(class_names),
-             base_classes=list(base_classes), settings=settings,
-             images={str(k): int(v) for k, v in image_counts.items()}),  # fmt: skip
-        indent=1,
-    )
+def write_manifest(root, clip_hash, class_names, base_classes, settings, image_counts, extra=None):
+    """Write the manifest last: its presence marks a finished store.
+
+    `extra`: optional further top-level keys (e.g. the pre-computation's skipped images); they
+    cannot replace the standard ones.
+    """
+    manifest = dict(extra or {})
+    manifest.update(
+        format_version=FORMAT_VERSION, clip_hash=clip_hash, class_names=list(class_names),
+        base_classes=list(base_classes), settings=settings,
+        images={str(k): int(v) for k, v in image_counts.items()},
+    )  # fmt: skip
+    atomic_write_json(os.path.join(root, MANIFEST), manifest, indent=1)
 
 
 class FeatureStore:

@@ -3,8 +3,9 @@
 Paths are rooted at $DETECTRON2_DATASETS (default "datasets", as in detectron2):
     coco/{train2017,val2017}/, coco/annotations/ovd_instances_{train2017_base,val2017_all}.json
     coco/ (LVIS images are COCO's), lvis/lvis_v1_{train_ovd_base,val}.json
-    shapes_ovd/{train,val}.json, shapes_ovd/{train,val}/
+    shapes_ovd/{train,val}.json, shapes_ovd/{train,val}/, shapes_ovd/split.json
 """
+import json
 import os
 
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
@@ -58,7 +59,13 @@ def register_all_lvis_ovd(root):
 
 
 def register_all_shapes_ovd(root):
+    """ShapesOVD's base/novel split is the default one, or the one its generator recorded in
+    shapes_ovd/split.json when it was generated with `--novel`."""
     novel = SHAPES_DEFAULT_NOVEL_CLASSES
+    split_file = os.path.join(root, "shapes_ovd", "split.json")
+    if os.path.isfile(split_file):
+        with open(split_file) as f:
+            novel = tuple(json.load(f)["novel"])
     base = tuple(c for c in SHAPES_CATEGORY_NAMES if c not in novel)
     for name, (image_root, json_file, novel_annotated) in _SHAPES_OVD_SPLITS.items():
         register_ovd_dataset(

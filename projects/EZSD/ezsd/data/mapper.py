@@ -1,0 +1,186 @@
+"""EZSDDatasetMapper: detectron2's DatasetMapper + each training image's pre-computed CLIP regions.
+
+The dataset dicts carry only paths and ids; the mapper loads the image's regions from the feature
+store by `image_id`, moves their boxes with exactly the transforms applied to the image (a
+flipped region keeps its CLIP target: CLIP saw the unflipped crop, and the paper does the same),
+drops boxes left empty, keeps every base-GT row and samples the CLIP proposals, and yields
+`dataset_dict["distill_regions"]`: an Instances with `boxes` (Boxes), `targets` (K, D) float16
+CLIP embeddings (not normalised), `weights` (K,) (1 for GT rows, CLIP confidence for proposals)
+and `is_gt` (K,).
+"""
+
+import json
+import logging
+import os
+
+import numpy as np
+import torch
+
+from detectron2.config import configurable
+from detectron2.data import DatasetMapper, MetadataCatalog
+from detectron2.structures import Boxes, Instances
+
+from ezsd.utils.errors import UserInputError
+
+from .feature_store import FeatureStore
+
+__all__ = ["EZSDDatasetMapper", "resolve_data_path", "transform_regions"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_data_path(path):
+    """A relative data path is looked up under $DETECTRON2_DATASETS (default "datasets") first,
+    then as given; an absolute path is returned as is."""
+    if not path or os.path.isabs(path):
+        return path
+    root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+    rooted = os.path.join(root, path)
+    return rooted if os.path.exists(rooted) or not os.path.exists(path) else path
+
+
+def transform_regions(regions, transforms, image_shape, num_proposals, rng=np.random):
+    """Apply `transforms` to the stored regions of one image, drop empty boxes, keep every GT
+    row and sample `num_proposals` proposals with replacement from the first `num_proposals`
+    stored ones (those left non-empty). Returns numpy (boxes, targets, weights, is_gt)."""
+    is_gt = regions["is_gt"].astype(bool)
+    proposal_rows = np.flatnonzero(~is_gt)[:num_proposals]
+    rows = np.concatenate([np.flatnonzero(is_gt), proposal_rows])
+    boxes = regions["boxes"][rows].astype(np.float32).reshape(-1, 4)
+    if len(boxes):
+        boxes = transforms.apply_box(boxes).astype(np.float32)
+    height, width = image_shape
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    keep = (boxes[:, 2] - boxes[:, 0] > 1e-5) & (boxes[:, 3] - boxes[:, 1] > 1e-5)
+    gt_keep = np.flatnonzero(keep & is_gt[rows])
+    proposal_keep = np.flatnonzero(keep & ~is_gt[rows])
+    if len(proposal_keep) and num_proposals > 0:
+        proposal_keep = proposal_keep[rng.randint(len(proposal_keep), size=num_proposals)]
+    else:
+        proposal_keep = proposal_keep[:0]
+    chosen = np.concatenate([gt_keep, proposal_keep])
+    weights = np.where(is_gt[rows], 1.0, regions["confidence"][rows].astype(np.float32))
+    return (
+        boxes[chosen],
+        regions["embeddings"][rows][chosen],
+        weights[chosen].astype(np.float32),
+        is_gt[rows][chosen],
+    )
+
+
+class EZSDDatasetMapper(DatasetMapper):
+    """DatasetMapper that adds `"distill_regions"` to training images (see the module doc).
+
+    Without a feature store (distillation off, or at test time) it is detectron2's DatasetMapper.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        feature_store=None,
+        num_distill_proposals: int = 200,
+        on_missing: str = "error",
+        **kwargs,
+    ):
+        """
+        Args:
+            is_train, kwargs: as DatasetMapper.
+            feature_store (FeatureStore or str or None): the pre-computed regions; None = none.
+            num_distill_proposals: proposals sampled per image (from the first that many stored).
+            on_missing: "error" for an image without stored regions, or "skip": train it without
+                distillation (counted and logged).
+        """
+        super().__init__(is_train, **kwargs)
+        if on_missing not in ("error", "skip"):
+            raise UserInputError(
+                f"MODEL.EZSD.DISTILL.ON_MISSING must be 'error' or 'skip', not {on_missing!r}"
+            )
+        if isinstance(feature_store, str):
+            feature_store = FeatureStore(feature_store)
+        self.feature_store = feature_store if is_train else None
+        self.num_distill_proposals = int(num_distill_proposals)
+        self.on_missing = on_missing
+        self._num_missing = 0
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        ret = super().from_config(cfg, is_train)
+        distill = cfg.MODEL.EZSD.DISTILL
+        store = None
+        if is_train and distill.ENABLED:
+            if not distill.FEATURES:
+                raise UserInputError("MODEL.EZSD.DISTILL.FEATURES is empty: set it to the folder of "
+                                     "pre-computed region features, or set MODEL.EZSD.DISTILL.ENABLED False")  # fmt: skip
+            store = FeatureStore(resolve_data_path(distill.FEATURES))
+            store.check_compatible(
+                clip_hash=_text_embeddings_clip_hash(cfg.MODEL.EZSD.TEXT_EMBEDDINGS)
+            )
+            for name in cfg.DATASETS.TRAIN:
+                base = MetadataCatalog.get(name).get("base_classes")
+                if base is not None and set(base) != set(store.manifest["base_classes"]):
+                    raise UserInputError(
+                        f"{store.root}: made for base classes {sorted(store.manifest['base_classes'])[:5]}..., "
+                        f"which differ from those of dataset '{name}' "
+                        f"(only in the store: {sorted(set(store.manifest['base_classes']) - set(base))[:5]}, "
+                        f"only in the dataset: {sorted(set(base) - set(store.manifest['base_classes']))[:5]})"
+                    )
+        ret.update(
+            feature_store=store,
+            num_distill_proposals=distill.NUM_PROPOSALS,
+            on_missing=distill.ON_MISSING,
+        )
+        return ret
+
+    def __call__(self, dataset_dict):
+        if self.feature_store is not None and "annotations" not in dataset_dict:
+            dataset_dict = dict(dataset_dict, annotations=[])  # so that the hook below runs
+        return super().__call__(dataset_dict)
+
+    def _transform_annotations(self, dataset_dict, transforms, image_shape):
+        super()._transform_annotations(dataset_dict, transforms, image_shape)
+        if self.feature_store is not None:
+            regions = self._load_regions(dataset_dict, transforms, image_shape)
+            if regions is not None:
+                dataset_dict["distill_regions"] = regions
+
+    def _load_regions(self, dataset_dict, transforms, image_shape):
+        image_id = dataset_dict["image_id"]
+        if image_id not in self.feature_store:
+            if self.on_missing == "error":
+                raise UserInputError(
+                    f"{self.feature_store.root}: no regions for image id {image_id} "
+                    f"({dataset_dict.get('file_name')}); pre-compute them, or set "
+                    "MODEL.EZSD.DISTILL.ON_MISSING 'skip' to train such images without distillation"
+                )
+            self._num_missing += 1
+            if self._num_missing in (1, 10, 100) or self._num_missing % 1000 == 0:
+                logger.warning(f"{self._num_missing} images without stored regions so far in this "
+                               f"loader worker, trained without distillation (last: {image_id})")  # fmt: skip
+            return None
+        regions = self.feature_store.load(image_id)
+        boxes, targets, weights, is_gt = transform_regions(
+            regions, transforms, image_shape, self.num_distill_proposals
+        )
+        return Instances(
+            image_shape,
+            boxes=Boxes(torch.from_numpy(np.ascontiguousarray(boxes))),
+            targets=torch.from_numpy(np.ascontiguousarray(targets)),
+            weights=torch.from_numpy(weights),
+            is_gt=torch.from_numpy(is_gt),
+        )
+
+
+def _text_embeddings_clip_hash(path):
+    """The CLIP hash recorded in a text-embedding file's sidecar (None if none is recorded):
+    targets and text embeddings must come from the same CLIP."""
+    path = resolve_data_path(path)
+    if not path or not path.endswith(".npy"):
+        return None
+    try:
+        with open(path[: -len(".npy")] + ".names.json") as f:
+            return json.load(f).get("clip_hash")
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -1,0 +1,15 @@
+"""ShapesOVD: a small open-vocabulary detection world with its own CLIP domain (datasets/README.md)."""
+from .categories import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, render_icon
+from .clip_domain import CAPTION_TEMPLATES, render_clip_pairs
+from .generator import generate_shapes_ovd
+from .scenes import render_scene
+
+__all__ = [
+    "CATEGORY_NAMES",
+    "DEFAULT_NOVEL_CLASSES",
+    "CAPTION_TEMPLATES",
+    "generate_shapes_ovd",
+    "render_clip_pairs",
+    "render_icon",
+    "render_scene",
+]

@@ -1,0 +1,12 @@
+"""EZSD's detector: importing this registers the meta-architecture, ROI heads and box head."""
+
+from .box_head import EZSDBoxHead
+from .distillation import distillation_loss, normalize_weights_per_image
+from .meta_arch import EZSDRCNN
+from .predictor import EZSDPredictor, load_vocabulary_file
+from .roi_heads import EZSDROIHeads
+
+__all__ = [
+    "EZSDBoxHead", "EZSDPredictor", "EZSDROIHeads", "EZSDRCNN",
+    "distillation_loss", "normalize_weights_per_image", "load_vocabulary_file",
+]  # fmt: skip

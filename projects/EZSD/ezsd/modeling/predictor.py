@@ -1,0 +1,303 @@
+"""The cosine classifier against CLIP text embeddings, with semantic-based box regression.
+
+Vocabularies. The classifier's text embeddings are a registered, non-persistent buffer
+(`text_embeddings`, moved by `.to(device)`, absent from checkpoints, so a checkpoint is
+vocabulary-free). The predictor holds a *training* vocabulary (the training dataset's classes) and
+an *inference* vocabulary (by default the same; e.g. base + novel names for zero-shot testing) and
+activates the one of its mode on `model.train()` / `model.eval()`. `set_vocabulary(embeddings,
+names)` replaces the vocabulary of the current mode (or of the given `split`) without rebuilding
+anything; `num_classes` always equals the active vocabulary's size.
+"""
+
+import math
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers
+from detectron2.utils.events import get_event_storage
+
+from ezsd.data.mapper import resolve_data_path
+from ezsd.data.text_embedding_file import load_text_embeddings
+from ezsd.utils.errors import UserInputError
+
+__all__ = ["EZSDPredictor", "load_vocabulary_file", "dataset_class_names"]
+
+
+def dataset_class_names(dataset_name):
+    """The `thing_classes` of a registered dataset, or None when not (yet) known (a COCO json sets
+    them when first loaded)."""
+    if not dataset_name:
+        return None
+    return MetadataCatalog.get(dataset_name).get("thing_classes")
+
+
+def load_vocabulary_file(path, expected_names=None, config_key="", dataset_name=""):
+    """Read a text-embedding file (FILE.npy + FILE.names.json); return (float32 tensor (C, D),
+    names). With `expected_names`, the sidecar's names must equal them (UserInputError otherwise,
+    naming both files, the first differing name, and where the expected names came from)."""
+    if not path:
+        raise UserInputError(
+            f"{config_key or 'the text-embedding file'} is empty; write one with "
+            "tools/dump_text_embeddings.py and set it"
+        )
+    try:
+        embeddings, names = load_text_embeddings(
+            resolve_data_path(path), expected_names=expected_names
+        )
+    except UserInputError as e:
+        where = " ".join(
+            x for x in (config_key, f"dataset '{dataset_name}'" if dataset_name else "") if x
+        )
+        raise UserInputError(f"{e} [{where}]" if where else str(e)) from None
+    return torch.from_numpy(embeddings.copy()), list(names)
+
+
+class EZSDPredictor(FastRCNNOutputLayers):
+    """Cosine classifier + background score + class-agnostic semantic regression.
+
+    Input: `(region_embeddings (R, D), reg_features (R, F))` from :class:`EZSDBoxHead`.
+    Output: `(scores (R, C + 1), deltas (R, 4))`, the contract of FastRCNNOutputLayers, whose
+    losses and inference are reused (softmax cross-entropy, class-agnostic box regression):
+
+        scores[:, c] = T * cos(region, text_c),  scores[:, C] = T * <w_bg, region>
+        deltas = Linear([reg_features, text_k])   k = assigned GT class in training (zeros for
+                                                   background), argmax class at inference
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        box2box_transform,
+        text_embeddings: torch.Tensor,
+        class_names: Sequence[str],
+        test_text_embeddings: Optional[torch.Tensor] = None,
+        test_class_names: Optional[Sequence[str]] = None,
+        reg_input_shape: ShapeSpec,
+        semantic_regression: bool = True,
+        temperature: float = 100.0,
+        learn_temperature: bool = True,
+        expected_datasets: Optional[dict] = None,
+        **kwargs,
+    ):
+        """
+        Args:
+            input_shape: shape of the region embedding (channels = D).
+            box2box_transform: as in FastRCNNOutputLayers.
+            text_embeddings, class_names: the training vocabulary, (C, D) and C names.
+            test_text_embeddings, test_class_names: the inference vocabulary (None: the training one).
+            reg_input_shape: shape of the regression-branch features.
+            semantic_regression: concatenate a text embedding to the regression features.
+            temperature: initial (or fixed) T; stored as log T.
+            learn_temperature: T is a parameter (True) or a fixed buffer (False).
+            expected_datasets: {"train": name, "test": name}; a vocabulary's names are checked
+                against that dataset's thing_classes at the first forward of its mode when they
+                were unknown at build time.
+            kwargs: the other FastRCNNOutputLayers arguments (test_score_thresh, ...).
+        """
+        embed_dim = input_shape.channels
+        super().__init__(
+            input_shape, box2box_transform=box2box_transform, num_classes=len(class_names),
+            cls_agnostic_bbox_reg=True, **kwargs,
+        )  # fmt: skip
+        if self.use_sigmoid_ce or self.use_fed_loss:
+            raise UserInputError("EZSD's cosine classifier uses softmax cross-entropy only "
+                                 "(set MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE/USE_FED_LOSS False)")  # fmt: skip
+        del self.cls_score  # replaced by the text embeddings and the background vector
+        self.embed_dim = embed_dim
+        self.bg_score = nn.Linear(embed_dim, 1, bias=False)
+        nn.init.normal_(self.bg_score.weight, std=0.01)
+        self.semantic_regression = semantic_regression
+        reg_in = reg_input_shape.channels + (embed_dim if semantic_regression else 0)
+        self.bbox_pred = nn.Linear(reg_in, len(box2box_transform.weights))
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.constant_(self.bbox_pred.bias, 0)
+
+        log_t = torch.tensor(math.log(temperature), dtype=torch.float32)
+        if learn_temperature:
+            self.log_temperature = nn.Parameter(log_t)
+        else:
+            self.register_buffer("log_temperature", log_t)
+
+        self._expected_datasets = dict(expected_datasets or {})
+        self._vocabularies = {}
+        self._checked = set()
+        self.register_buffer("text_embeddings", torch.zeros(0, embed_dim), persistent=False)
+        self._store_vocabulary(text_embeddings, class_names, "train")
+        if test_text_embeddings is not None:
+            self._store_vocabulary(test_text_embeddings, test_class_names, "test")
+        self._activate()
+
+    @classmethod
+    def from_config(cls, cfg, input_shape, reg_input_shape=None):
+        ret = super().from_config(cfg, input_shape)
+        ret.pop("num_classes")
+        ret.pop("cls_agnostic_bbox_reg")
+        ez = cfg.MODEL.EZSD
+        train_ds = cfg.DATASETS.TRAIN[0] if len(cfg.DATASETS.TRAIN) else ""
+        test_ds = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else ""
+        emb, names = load_vocabulary_file(
+            ez.TEXT_EMBEDDINGS,
+            dataset_class_names(train_ds),
+            "MODEL.EZSD.TEXT_EMBEDDINGS",
+            train_ds,
+        )
+        if len(names) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+            raise UserInputError(
+                f"{ez.TEXT_EMBEDDINGS} holds {len(names)} classes but MODEL.ROI_HEADS.NUM_CLASSES "
+                f"is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}; they must agree (training classes)"
+            )
+        ret.update(text_embeddings=emb, class_names=names)
+        if ez.TEST_TEXT_EMBEDDINGS:
+            test_emb, test_names = load_vocabulary_file(
+                ez.TEST_TEXT_EMBEDDINGS, dataset_class_names(test_ds),
+                "MODEL.EZSD.TEST_TEXT_EMBEDDINGS", test_ds,
+            )  # fmt: skip
+            ret.update(test_text_embeddings=test_emb, test_class_names=test_names)
+        else:
+            test_classes = dataset_class_names(test_ds)
+            if test_classes is not None and list(test_classes) != names:
+                raise UserInputError(
+                    f"dataset '{test_ds}' (DATASETS.TEST) has other classes than {ez.TEXT_EMBEDDINGS} "
+                    f"({len(test_classes)} vs {len(names)}): set MODEL.EZSD.TEST_TEXT_EMBEDDINGS to "
+                    f"text embeddings of its classes (tools/dump_text_embeddings.py --dataset {test_ds})"
+                )
+        if reg_input_shape is None:
+            reg_input_shape = ShapeSpec(channels=cfg.MODEL.ROI_BOX_HEAD.FC_DIM)
+        ret.update(
+            reg_input_shape=reg_input_shape,
+            semantic_regression=ez.SEMANTIC_REGRESSION,
+            temperature=ez.TEMPERATURE,
+            learn_temperature=ez.LEARN_TEMPERATURE,
+            expected_datasets={"train": train_ds, "test": test_ds},
+        )
+        return ret
+
+    # ---- vocabulary -------------------------------------------------------------------------
+
+    @property
+    def class_names(self) -> List[str]:
+        """Names of the active vocabulary (index = class id of the predictions)."""
+        return list(self._active_vocabulary()[1])
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp()
+
+    def set_vocabulary(self, embeddings, names, split=None):
+        """Replace the classifier's vocabulary; no retraining, no rebuilding.
+
+        Args:
+            embeddings: (C, D) array or tensor of text embeddings (L2-normalised here).
+            names: the C class names, in class-id order.
+            split: "train" or "test" (the vocabulary used in training / eval mode); None = the
+                current mode's. The active buffer and `num_classes` change if it is the current one.
+        """
+        split = split or ("train" if self.training else "test")
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        self._store_vocabulary(embeddings, names, split)
+        self._checked.add(split)  # the caller's own vocabulary: not checked against a dataset
+        self._activate()
+
+    def _store_vocabulary(self, embeddings, names, split):
+        embeddings = torch.as_tensor(embeddings, dtype=torch.float32).detach().cpu()
+        names = [str(n) for n in names]
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.embed_dim:
+            raise UserInputError(
+                f"text embeddings of shape {tuple(embeddings.shape)}: expected (C, {self.embed_dim})"
+                " (MODEL.EZSD.EMBED_DIM must be the CLIP embedding dimension)"
+            )
+        if embeddings.shape[0] != len(names) or not names:
+            raise UserInputError(f"{embeddings.shape[0]} text embeddings for {len(names)} names")
+        self._vocabularies[split] = (F.normalize(embeddings, dim=1), names)
+
+    def _active_vocabulary(self):
+        if self.training or "test" not in self._vocabularies:  # no inference one: the training one
+            return self._vocabularies["train"]
+        return self._vocabularies["test"]
+
+    def _activate(self):
+        embeddings, names = self._active_vocabulary()
+        device = self.log_temperature.device
+        self.text_embeddings = embeddings.to(
+            device
+        )  # assigning a tensor to a buffer name keeps it a buffer
+        self.num_classes = len(names)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self._vocabularies:
+            self._activate()
+        return self
+
+    def _check_names_once(self):
+        """Check the active vocabulary against its dataset's classes if that was not possible when
+        the model was built (thing_classes unknown until the dataset's json was first loaded)."""
+        split = "train" if self.training else "test"
+        if split in self._checked:
+            return
+        dataset = self._expected_datasets.get(split)
+        expected = dataset_class_names(dataset)
+        if expected is not None and list(expected) != self.class_names:
+            ours = self.class_names
+            first = next((i for i, (a, b) in enumerate(zip(ours, expected)) if a != b), None)
+            detail = (f"{len(ours)} classes vs {len(expected)}" if first is None
+                      else f"class {first} is '{ours[first]}' but '{expected[first]}' is expected")  # fmt: skip
+            key = "MODEL.EZSD." + (
+                "TEXT_EMBEDDINGS" if split == "train" else "TEST_TEXT_EMBEDDINGS"
+            )
+            raise UserInputError(
+                f"the {'training' if split == 'train' else 'inference'} text embeddings do not match "
+                f"the classes of dataset '{dataset}' ({detail}); set {key} to embeddings made with "
+                f"tools/dump_text_embeddings.py --dataset {dataset}, or call set_vocabulary()"
+            )
+        if expected is not None or not dataset:  # checked, or nothing to check against
+            self._checked.add(split)
+
+    # ---- forward ----------------------------------------------------------------------------
+
+    def regression_text(self, cos: torch.Tensor, gt_classes: Optional[torch.Tensor] = None):
+        """The text embedding that conditions each region's regression: of its assigned class in
+        training (zeros for background, class id C), of its argmax class otherwise."""
+        if gt_classes is None:
+            if cos.shape[1] == 0:
+                return cos.new_zeros(cos.shape[0], self.embed_dim)
+            return self.text_embeddings[cos.argmax(dim=1)]
+        padded = torch.cat(
+            [self.text_embeddings, self.text_embeddings.new_zeros(1, self.embed_dim)]
+        )
+        return padded[gt_classes.clamp(0, self.num_classes)]
+
+    def forward(self, x, gt_classes: Optional[torch.Tensor] = None):
+        """
+        Args:
+            x: (region_embeddings (R, D), reg_features (R, F)).
+            gt_classes: (R,) assigned classes in training (C = background); None at inference.
+        Returns:
+            scores (R, C + 1), proposal_deltas (R, 4)
+        """
+        self._check_names_once()
+        embeddings, reg_features = x
+        embeddings = F.normalize(embeddings.flatten(1), dim=1)
+        reg_features = reg_features.flatten(1)
+        cos = embeddings @ self.text_embeddings.t()
+        temperature = self.temperature
+        scores = temperature * torch.cat([cos, self.bg_score(embeddings)], dim=1)
+        if self.semantic_regression:
+            text = self.regression_text(cos.detach(), gt_classes)
+            reg_features = torch.cat([reg_features, text], dim=1)
+        deltas = self.bbox_pred(reg_features)
+        if self.training:
+            try:
+                get_event_storage().put_scalar("ezsd/temperature", float(temperature.detach()))
+            except AssertionError:  # no EventStorage (used outside a trainer)
+                pass
+        return scores, deltas

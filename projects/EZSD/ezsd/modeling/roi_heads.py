@@ -1,0 +1,160 @@
+"""EZSD's ROI heads: StandardROIHeads with the embedding box head, the cosine predictor and the
+distillation loss on the pre-computed CLIP regions of each training image."""
+
+from typing import Dict, List, Optional
+
+import torch
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, cat
+from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads, build_box_head
+from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.events import get_event_storage
+
+from ezsd.utils.errors import UserInputError
+
+from .distillation import distillation_loss
+from .predictor import EZSDPredictor
+
+__all__ = ["EZSDROIHeads"]
+
+
+@ROI_HEADS_REGISTRY.register()
+class EZSDROIHeads(StandardROIHeads):
+    """StandardROIHeads whose box branch is EZSD's.
+
+    In training, `forward(..., distill_regions=...)` takes per image an Instances with fields
+    `boxes` (Boxes, in the input image's coordinates), `targets` (K, D) CLIP embeddings and
+    `weights` (K,) (as :class:`ezsd.data.mapper.EZSDDatasetMapper` yields them) and adds
+    `loss_distill`. `num_classes` is the predictor's (the active vocabulary's size).
+    """
+
+    @configurable
+    def __init__(self, *, distillation: bool = True, distill_weight: float = 1.0, **kwargs):
+        """
+        Args:
+            distillation: add the distillation loss (needs `distill_regions` in training).
+            distill_weight: its factor (the loss is also scaled by the embedding dimension).
+            kwargs: StandardROIHeads arguments; `box_head` must return (embeddings, reg_features)
+                like EZSDBoxHead and `box_predictor` must be an EZSDPredictor.
+        """
+        super().__init__(**kwargs)
+        if not isinstance(self.box_predictor, EZSDPredictor):
+            raise TypeError(f"EZSDROIHeads needs an EZSDPredictor, got {type(self.box_predictor)}")
+        if self._init_num_classes != self.box_predictor.num_classes:
+            raise UserInputError(
+                f"ROI heads built for {self._init_num_classes} classes but the text embeddings "
+                f"hold {self.box_predictor.num_classes} (MODEL.ROI_HEADS.NUM_CLASSES)"
+            )
+        if self.mask_on and getattr(self.mask_head, "num_classes", 1) != 1:
+            raise UserInputError("EZSD needs a class-agnostic mask head "
+                                 "(MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True)")  # fmt: skip
+        self.distillation = distillation
+        self.distill_weight = distill_weight
+
+    # ROIHeads.__init__ assigns num_classes; afterwards it follows the predictor's vocabulary.
+    @property
+    def num_classes(self):
+        if "box_predictor" in self._modules:
+            return self.box_predictor.num_classes
+        return self._init_num_classes
+
+    @num_classes.setter
+    def num_classes(self, value):
+        if "box_predictor" in self._modules:
+            raise AttributeError("num_classes follows the vocabulary: use set_vocabulary()")
+        self._init_num_classes = value
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        if cfg.MODEL.MASK_ON and not cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK:
+            raise UserInputError("EZSD needs a class-agnostic mask head: set "
+                                 "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True")  # fmt: skip
+        ret["distillation"] = cfg.MODEL.EZSD.DISTILL.ENABLED
+        ret["distill_weight"] = cfg.MODEL.EZSD.DISTILL.WEIGHT
+        return ret
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape):
+        in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
+        resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+        in_channels = {input_shape[f].channels for f in in_features}
+        assert len(in_channels) == 1, in_channels
+        box_pooler = ROIPooler(
+            output_size=resolution,
+            scales=tuple(1.0 / input_shape[k].stride for k in in_features),
+            sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
+            pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
+        )
+        box_head = build_box_head(
+            cfg, ShapeSpec(channels=in_channels.pop(), height=resolution, width=resolution)
+        )
+        if not hasattr(box_head, "reg_output_shape"):
+            raise UserInputError(f"MODEL.ROI_BOX_HEAD.NAME '{cfg.MODEL.ROI_BOX_HEAD.NAME}' is not "
+                                 "an EZSD box head (use EZSDBoxHead)")  # fmt: skip
+        box_predictor = EZSDPredictor(cfg, box_head.output_shape, box_head.reg_output_shape)
+        return {"box_in_features": in_features, "box_pooler": box_pooler,
+                "box_head": box_head, "box_predictor": box_predictor}  # fmt: skip
+
+    def set_vocabulary(self, embeddings, names, split=None):
+        """See :meth:`EZSDPredictor.set_vocabulary`."""
+        self.box_predictor.set_vocabulary(embeddings, names, split)
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+        distill_regions: Optional[List[Instances]] = None,
+    ):
+        if not self.training:
+            return super().forward(images, features, proposals, targets)
+        assert targets, "'targets' argument is required during training"
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        del targets
+        losses = self._forward_box(features, proposals, distill_regions)
+        losses.update(self._forward_mask(features, proposals))
+        losses.update(self._forward_keypoint(features, proposals))
+        return proposals, losses
+
+    def _forward_box(self, features, proposals, distill_regions=None):
+        features = [features[f] for f in self.box_in_features]
+        x = self.box_pooler(features, [p.proposal_boxes for p in proposals])
+        num_proposals = x.shape[0]
+        distill = self.training and self.distillation
+        if distill:
+            if distill_regions is None:
+                raise ValueError(
+                    "distillation is on (MODEL.EZSD.DISTILL.ENABLED) but the inputs carry no "
+                    "'distill_regions': train with ezsd.data.mapper.EZSDDatasetMapper"
+                )
+            num_distill = [len(r) for r in distill_regions]
+            if sum(num_distill):
+                x = torch.cat([x, self.box_pooler(features, [r.boxes for r in distill_regions])])
+        embeddings, reg_features = self.box_head(x, num_reg=num_proposals)
+        gt_classes = cat([p.gt_classes for p in proposals]) if self.training else None
+        predictions = self.box_predictor((embeddings[:num_proposals], reg_features), gt_classes)
+
+        if not self.training:
+            pred_instances, _ = self.box_predictor.inference(predictions, proposals)
+            return pred_instances
+        losses = self.box_predictor.losses(predictions, proposals)
+        if distill:
+            losses["loss_distill"] = distillation_loss(
+                embeddings[num_proposals:],
+                cat([r.targets for r in distill_regions]),
+                cat([r.weights for r in distill_regions]),
+                num_distill,
+                factor=self.distill_weight,
+            )
+            get_event_storage().put_scalar("ezsd/distill_regions_per_image",
+                                           sum(num_distill) / max(len(num_distill), 1))  # fmt: skip
+        if self.train_on_pred_boxes:
+            with torch.no_grad():
+                pred_boxes = self.box_predictor.predict_boxes_for_gt_classes(predictions, proposals)
+                for p, boxes in zip(proposals, pred_boxes):
+                    p.proposal_boxes = Boxes(boxes)
+        return losses

@@ -1,0 +1,145 @@
+"""EZSDDatasetMapper: stored regions follow the image's resize + flip, sampling, bad input."""
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
+from PIL import Image
+
+from ezsd import add_ezsd_config
+from ezsd.data.text_embedding_file import save_text_embeddings
+from ezsd.data.feature_store import write_image_regions, write_manifest
+from ezsd.data.mapper import EZSDDatasetMapper
+from ezsd.utils.errors import UserInputError
+
+W, H, D = 60, 40, 8
+GT_BOXES = np.array([[5, 5, 25, 30], [30, 2, 58, 20]], np.float32)
+# stored rows 2..7; row 3 has zero width (dropped)
+PROPOSALS = np.array([[0, 0, 10, 10], [7, 7, 7, 20], [10, 10, 40, 39], [20, 0, 60, 40],
+                      [1, 1, 50, 30], [2, 2, 3, 3]], np.float32)  # fmt: skip
+
+
+def _store(tmp_path, clip_hash="abc", base=("lemon", "brick"), image_ids=(1,)):
+    boxes = np.concatenate([GT_BOXES, PROPOSALS])
+    num = len(boxes)
+    embeddings = np.zeros((num, D))
+    embeddings[:, 0] = np.arange(num)  # a row's target tells which stored row it is
+    embeddings[:, 1] = 1.0
+    for image_id in image_ids:
+        write_image_regions(
+            str(tmp_path / "feats"), image_id, boxes=boxes, embeddings=embeddings,
+            confidence=np.linspace(0.9, 0.4, num), clip_class=np.zeros(num),
+            objectness=np.linspace(1, 0, num), is_gt=np.arange(num) < len(GT_BOXES),
+        )  # fmt: skip
+    write_manifest(str(tmp_path / "feats"), clip_hash, list(base) + ["kiwi"], list(base), {},
+                   {i: num for i in image_ids})  # fmt: skip
+    return str(tmp_path / "feats")
+
+
+def _dataset_dict(tmp_path, image_id=1):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)).save(
+        tmp_path / "a.png"
+    )
+    annos = [{"bbox": b.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": i, "iscrowd": 0}
+             for i, b in enumerate(GT_BOXES)]  # fmt: skip
+    return {"file_name": str(tmp_path / "a.png"), "image_id": image_id, "height": H, "width": W,
+            "annotations": annos}  # fmt: skip
+
+
+def _mapper(store, num_proposals=3, flip=True, **kwargs):
+    augs = [T.Resize((2 * H, 3 * W))] + (
+        [T.RandomFlip(prob=1.0)] if flip else []
+    )  # x3 wide, x2 high
+    return EZSDDatasetMapper(True, augmentations=augs, image_format="RGB", feature_store=store,
+                             num_distill_proposals=num_proposals, **kwargs)  # fmt: skip
+
+
+def _expected(box, flip=True):
+    x0, y0, x1, y1 = box[0] * 3, box[1] * 2, box[2] * 3, box[3] * 2
+    return [3 * W - x1, y0, 3 * W - x0, y1] if flip else [x0, y0, x1, y1]
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_regions_follow_resize_and_flip(tmp_path, flip):
+    np.random.seed(0)
+    out = _mapper(_store(tmp_path), flip=flip)(_dataset_dict(tmp_path))
+    assert out["image"].shape == (3, 2 * H, 3 * W)
+    regions = out["distill_regions"]
+    assert regions.image_size == (2 * H, 3 * W)
+    rows = regions.targets[:, 0].float().long().tolist()
+    stored = np.concatenate([GT_BOXES, PROPOSALS])
+    for box, row in zip(regions.boxes.tensor.numpy(), rows):
+        np.testing.assert_allclose(box, _expected(stored[row], flip), atol=1e-4)
+    # the GT regions line up with the image's transformed GT boxes
+    np.testing.assert_allclose(
+        regions.boxes.tensor[:2].numpy(), out["instances"].gt_boxes.tensor.numpy(), atol=1e-4
+    )
+    # every GT row, then 3 proposals sampled from the first 3 stored, minus the empty one (row 3)
+    assert rows[:2] == [0, 1] and regions.is_gt.tolist() == [True] * 2 + [False] * 3
+    assert set(rows[2:]) <= {2, 4}
+    confidence = np.linspace(0.9, 0.4, 8).astype(np.float16).astype(np.float32)
+    np.testing.assert_allclose(
+        regions.weights.numpy(), [1.0, 1.0] + [confidence[r] for r in rows[2:]]
+    )
+    assert regions.targets.dtype == torch.float16 and regions.targets.shape == (5, D)
+
+
+def test_sampling_with_replacement_and_no_proposals(tmp_path):
+    store = _store(tmp_path)
+    np.random.seed(1)
+    regions = _mapper(store, num_proposals=20)(_dataset_dict(tmp_path))["distill_regions"]
+    rows = regions.targets[:, 0].float().long().tolist()
+    assert len(rows) == 22 and set(rows[2:]) == {2, 4, 5, 6, 7}  # with replacement; 3 is empty
+    regions = _mapper(store, num_proposals=0)(_dataset_dict(tmp_path))["distill_regions"]
+    assert len(regions) == 2 and regions.is_gt.all()
+
+
+def test_missing_regions_and_test_mode(tmp_path):
+    store = _store(tmp_path)
+    with pytest.raises(UserInputError, match="no regions for image id 2.*ON_MISSING"):
+        _mapper(store)(_dataset_dict(tmp_path, image_id=2))
+    out = _mapper(store, on_missing="skip")(_dataset_dict(tmp_path, image_id=2))
+    assert "distill_regions" not in out and len(out["instances"]) == 2
+    test_mapper = EZSDDatasetMapper(
+        False, augmentations=[], image_format="RGB", feature_store=store
+    )
+    out = test_mapper(_dataset_dict(tmp_path))
+    assert "distill_regions" not in out and "instances" not in out
+    with pytest.raises(UserInputError, match="ON_MISSING"):
+        _mapper(store, on_missing="ignore")
+
+
+def _cfg(tmp_path, store, clip_hash):
+    cfg = get_cfg()
+    add_ezsd_config(cfg)
+    path = str(tmp_path / "base.npy")
+    save_text_embeddings(
+        path, np.eye(2, D, dtype=np.float32), ["lemon", "brick"], clip_hash=clip_hash
+    )
+    cfg.MODEL.EZSD.TEXT_EMBEDDINGS = path
+    cfg.MODEL.EZSD.DISTILL.FEATURES = store
+    cfg.DATASETS.TRAIN = ("ezsd_test_mapper_train",)
+    MetadataCatalog.get("ezsd_test_mapper_train").set(base_classes=["brick", "lemon"])
+    return cfg
+
+
+def test_from_config_checks_the_store(tmp_path):
+    store = _store(tmp_path)
+    mapper = EZSDDatasetMapper(_cfg(tmp_path, store, "abc"), is_train=True)
+    assert mapper.feature_store is not None and mapper.num_distill_proposals == 200
+    with pytest.raises(UserInputError, match="CLIP checkpoint abc, but this run uses zzz"):
+        EZSDDatasetMapper(_cfg(tmp_path, store, "zzz"), is_train=True)
+    other = _store(tmp_path / "other", base=("lemon", "lime"))
+    with pytest.raises(UserInputError, match="base classes"):
+        EZSDDatasetMapper(_cfg(tmp_path, other, "abc"), is_train=True)
+    cfg = _cfg(tmp_path, "", "abc")
+    with pytest.raises(UserInputError, match="DISTILL.FEATURES is empty"):
+        EZSDDatasetMapper(cfg, is_train=True)
+    cfg.MODEL.EZSD.DISTILL.ENABLED = False
+    assert EZSDDatasetMapper(cfg, is_train=True).feature_store is None
+    assert EZSDDatasetMapper(_cfg(tmp_path, store, "abc"), is_train=False).feature_store is None
+    with pytest.raises(UserInputError, match="manifest.json: not found"):
+        EZSDDatasetMapper(_cfg(tmp_path, str(tmp_path / "nowhere"), "abc"), is_train=True)

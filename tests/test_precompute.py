@@ -1,0 +1,357 @@
+"""CLIP proposals and region-feature pre-computation (tools/precompute_clip_features.py).
+
+Tiny on purpose: a few 64 px ShapesOVD images, a random ViT CLIP with 32 px input, 96 anchors per
+image; the whole file runs in well under a minute on two CPU cores.
+"""
+import glob
+import importlib.util
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from clip.model import CLIP
+from detectron2.data import DatasetCatalog
+
+from ezsd.clip import save_clip_checkpoint
+from ezsd.data.datasets import register_ovd_dataset
+from ezsd.data.feature_store import FeatureStore
+from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, generate_shapes_ovd
+from ezsd.offline.anchors import dense_anchors, num_dense_anchors
+from ezsd.offline.proposals import (
+    ProposalSettings, clip_objectness, fast_proposals, nms_top_k, resolve_logit_scale,
+)  # fmt: skip
+from ezsd.offline.region_features import FeatureSettings, base_gt_filter, select_regions
+from ezsd.offline.sharding import shard_records
+from ezsd.utils.errors import UserInputError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(REPO, "tools", "precompute_clip_features.py")
+TRAIN = "test_precompute_shapes_train"
+VAL = "test_precompute_shapes_val"
+ANCHORS = ["--anchor-stride", "16", "--anchor-sizes", "16,32", "--anchor-ratios", "0.5,1,2"]
+NUM_TRAIN = 6
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("precompute_clip_features", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: tiny matmuls on a shared 2-core machine run 10-40x faster than with
+    two spinning threads, and the subprocess below must compute exactly as this process does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """6 train + 2 val ShapesOVD images at 64 px, registered in-process; a tiny random CLIP."""
+    root = tmp_path_factory.mktemp("precompute")
+    data = root / "shapes_ovd"
+    generate_shapes_ovd(str(data), seed=0, num_train=NUM_TRAIN, num_val=2, image_size=64)
+    base = [c for c in CATEGORY_NAMES if c not in DEFAULT_NOVEL_CLASSES]
+    for name, split, novel_annotated in ((TRAIN, "train", False), (VAL, "val", True)):
+        if name not in DatasetCatalog.list():
+            register_ovd_dataset(
+                name, str(data / f"{split}.json"), str(data / split), base, DEFAULT_NOVEL_CLASSES,
+                novel_annotated=novel_annotated,
+                thing_classes=CATEGORY_NAMES if novel_annotated else base,
+            )  # fmt: skip
+    torch.manual_seed(0)
+    model = CLIP(32, 32, 2, 64, 8, 16, 49408, 64, 1, 1)  # ViT tower, 32 px input, 32-d embedding
+    clip_path = root / "tiny_clip.pt"
+    save_clip_checkpoint(model, str(clip_path))
+    return dict(root=root, clip=str(clip_path), tool=_load_tool())
+
+
+def _run(world, out, *extra, dataset=TRAIN):
+    argv = ["--dataset", dataset, "--clip", world["clip"], "--output", str(out), "--no-progress",
+            "--batch-size", "64", *ANCHORS, *extra]  # fmt: skip
+    return world["tool"].main(argv)
+
+
+def _arrays(folder):
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.npz"))):
+        with np.load(path) as data:
+            out[os.path.basename(path)] = {k: data[k] for k in data.files}
+    return out
+
+
+def _assert_same_arrays(a, b):
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert sorted(a[name]) == sorted(b[name]), name
+        for key in a[name]:
+            np.testing.assert_array_equal(a[name][key], b[name][key], err_msg=f"{name}:{key}")
+
+
+def _temp_files(root):
+    return [p for p in glob.glob(os.path.join(root, "**", ".tmp-*"), recursive=True)]
+
+
+# ---------------------------------------------------------------- units on hand-made inputs
+
+
+def test_dense_anchors_count_shape_and_geometry():
+    boxes = dense_anchors(64, 96, 16, (16, 32), (0.5, 1.0, 2.0), clip=False)
+    assert boxes.shape == (4 * 6 * 6, 4) == (num_dense_anchors(64, 96, 16, (16, 32), (0.5, 1, 2)), 4)
+    # first cell centred at (8, 8): size 16 ratio 0.5 is 16*sqrt(2) wide and 16/sqrt(2) high
+    w, h = 16 * math.sqrt(2), 16 / math.sqrt(2)
+    torch.testing.assert_close(boxes[0], torch.tensor([8 - w / 2, 8 - h / 2, 8 + w / 2, 8 + h / 2]))
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    torch.testing.assert_close(areas[:3], torch.full((3,), 256.0))  # every ratio keeps the area
+    clipped = dense_anchors(64, 96, 16, (16, 32), (0.5, 1.0, 2.0))
+    assert clipped.shape == boxes.shape and clipped.min() >= 0
+    assert clipped[:, 2].max() <= 96 and clipped[:, 3].max() <= 64
+    # paper defaults: 15 per cell, ~15.7k on a 1333x800 image
+    assert num_dense_anchors(800, 1333, 32, (32, 64, 128, 256, 512), (0.5, 1, 2)) == 25 * 42 * 15
+
+
+def test_objectness_is_log_c_minus_entropy():
+    p = torch.tensor([[0.75, 0.25], [0.5, 0.5]])
+    objectness, confidence, clip_class = clip_objectness(torch.log(p) + 3.0)  # logits up to a shift
+    entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    torch.testing.assert_close(objectness, torch.tensor([math.log(2) - entropy, 0.0]))
+    torch.testing.assert_close(confidence, torch.tensor([0.75, 0.5]))
+    assert clip_class[0] == 0
+    sharp, _, cls = clip_objectness(torch.tensor([[0.0, 0.0, 100.0, 0.0]]))
+    assert abs(float(sharp) - math.log(4)) < 1e-4 and cls.item() == 2
+    # the softmax scale is the CLIP's own: 100 for OpenAI's (log 4.6052), or as given
+    model = torch.nn.Module()
+    model.logit_scale = torch.nn.Parameter(torch.tensor(math.log(100.0)))
+    assert resolve_logit_scale(model) == pytest.approx(100.0, abs=1e-3)
+    assert resolve_logit_scale(model, 13.7) == 13.7
+
+
+def test_nms_top_k_is_class_agnostic_and_sorted():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 11.0]])
+    scores = torch.tensor([0.5, 0.9, 0.2, 0.1])
+    assert nms_top_k(boxes, scores, 0.7, 10).tolist() == [1, 2]
+    assert nms_top_k(boxes, scores, 0.7, 1).tolist() == [1]
+    assert nms_top_k(boxes, scores, 0.99, 10).tolist() == [1, 0, 2, 3]
+
+
+def test_proposals_filtered_against_base_gt_only():
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    # IoU with gt: 1.0, 0.3 exactly (30 of 100 px overlap... see below), just under 0.3, 0
+    proposals = torch.tensor([
+        [0.0, 0.0, 10.0, 10.0],
+        [0.0, 0.0, 10.0, 3.0],  # 30 / 100 = 0.3: dropped (>= 0.3)
+        [0.0, 0.0, 10.0, 2.9],  # 0.29: kept
+        [50.0, 50.0, 60.0, 60.0],
+    ])  # fmt: skip
+    assert base_gt_filter(proposals, gt, 0.3).tolist() == [False, False, True, True]
+    assert base_gt_filter(proposals, torch.zeros(0, 4), 0.3).all()  # no base box: keep all
+    props = dict(boxes=proposals, clip_class=torch.tensor([0, 1, 1, 3]))
+    settings = FeatureSettings(gt_iou_thresh=0.3, top_k=300)
+    assert select_regions(props, gt, 2, settings).tolist() == [2, 3]
+    drop = FeatureSettings(gt_iou_thresh=0.3, top_k=300, drop_base_argmax=True)
+    assert select_regions(props, gt, 2, drop).tolist() == [3]  # class 1 < 2 base classes
+    assert select_regions(props, torch.zeros(0, 4), 2, FeatureSettings(top_k=2)).tolist() == [0, 1]
+
+
+def test_shards_partition_deterministically():
+    records = [{"image_id": i} for i in (5, 3, 9, 1, 7)]
+    shards = [shard_records(records, 2, i) for i in range(2)]
+    ids = sorted(r["image_id"] for s in shards for r in s)
+    assert ids == [1, 3, 5, 7, 9] and not {r["image_id"] for r in shards[0]} & {r["image_id"] for r in shards[1]}
+    assert shards == [shard_records(list(reversed(records)), 2, i) for i in range(2)]
+
+
+def test_fast_mode_scores_few_boxes():
+    class Scorer:  # objectness peaks on the box (20, 20, 44, 44)
+        num_encodings = 0
+
+        def __call__(self, image, boxes):
+            self.num_encodings += len(boxes)
+            target = torch.tensor([[20.0, 20.0, 44.0, 44.0]])
+            from torchvision.ops import box_iou
+
+            iou = box_iou(boxes, target)[:, 0]
+            return iou, iou, torch.zeros(len(boxes), dtype=torch.long)
+
+    settings = ProposalSettings(mode="fast", stride=8, sizes=(16, 32), ratios=(0.5, 1, 2), top_k=50,
+                                fast_rounds=4, fast_seeds=4)  # fmt: skip
+    out = fast_proposals(Scorer(), torch.zeros(3, 64, 64, dtype=torch.uint8), settings)
+    exhaustive = num_dense_anchors(64, 64, 8, (16, 32), (0.5, 1, 2))
+    assert out["num_encodings"] * 2 < exhaustive
+    assert out["objectness"][0] > 0.7  # the search climbs from IoU 0.21 (best coarse box)
+    assert (out["objectness"][:-1] >= out["objectness"][1:]).all()
+
+
+# ---------------------------------------------------------------- the tool, end to end
+
+
+def test_store_is_readable_compact_and_base_only(world):
+    out = world["root"] / "single"
+    summary = _run(world, out)
+    assert summary["merged"] and summary["images"] == NUM_TRAIN and summary["proposal_encodings"] == NUM_TRAIN * 96
+    store = FeatureStore(str(out))
+    store.check_compatible(class_names=list(store.manifest["class_names"]))
+    names = store.manifest["class_names"]
+    assert names[: len(store.manifest["base_classes"])] == store.manifest["base_classes"]
+    assert set(names) == set(CATEGORY_NAMES)
+    records = {str(r["image_id"]): r for r in DatasetCatalog.get(TRAIN)}
+    assert sorted(store.manifest["images"]) == sorted(records)
+    sizes = []
+    for image_id, count in store.manifest["images"].items():
+        regions = store.load(image_id)
+        assert regions["embeddings"].dtype == np.float16 and regions["embeddings"].shape == (count, 32)
+        is_gt = regions["is_gt"]
+        assert is_gt.sum() == len(records[image_id]["annotations"])  # every base GT box, first
+        assert not is_gt[is_gt.argmin():].any() or is_gt.all()
+        base_idx = np.array([names.index(n) for n in store.manifest["base_classes"]])
+        assert np.isin(regions["clip_class"][is_gt], base_idx).all()
+        proposals = torch.from_numpy(regions["boxes"][~is_gt])
+        assert base_gt_filter(proposals, torch.from_numpy(regions["boxes"][is_gt]), 0.3).all()
+        obj = regions["objectness"][~is_gt].astype(np.float32)
+        assert (np.diff(obj) <= 1e-3).all()  # best first
+        sizes.append((os.path.getsize(os.path.join(out, "regions", f"{image_id}.npz")), count))
+    # Bytes per region at this 32-d embedding, and what it gives at 512-d with 300 regions.
+    empty = out / "empty.npz"
+    np.savez(empty, **{k: v[:0] for k, v in store.load(image_id).items()})
+    per_region = max((size - os.path.getsize(empty)) / n for size, n in sizes)
+    assert per_region <= 2 * 32 + 24
+    assert (per_region + 2 * (512 - 32)) + os.path.getsize(empty) / 300 <= 1100
+    assert not _temp_files(str(out))
+
+
+def test_two_shards_union_equals_single_run(world):
+    single = world["root"] / "single"
+    if not (single / "manifest.json").exists():
+        _run(world, single)
+    sharded = world["root"] / "sharded"
+    first = _run(world, sharded, "--num-shards", "2", "--shard-id", "1")
+    assert first["images"] == NUM_TRAIN // 2 and not first["merged"]
+    assert not (sharded / "manifest.json").exists()  # unfinished store: no manifest yet
+    assert _run(world, sharded, "--num-shards", "2", "--shard-id", "0")["merged"]
+    for sub in ("regions", "proposals"):
+        _assert_same_arrays(_arrays(str(single / sub)), _arrays(str(sharded / sub)))
+    a, b = FeatureStore(str(single)).manifest, FeatureStore(str(sharded)).manifest
+    assert a == b
+
+
+def test_resume_skips_finished_images_and_stale_temps(world):
+    out = world["root"] / "resume"
+    _run(world, out)
+    reference = _arrays(str(out / "regions"))
+    victim = sorted(reference)[2]
+    os.remove(out / "regions" / victim)
+    os.remove(out / "proposals" / victim)
+    (out / "regions" / f".tmp-abcd1234-{victim}").write_bytes(b"partial")  # a killed writer's
+    os.remove(out / "manifest.json")
+    summary = _run(world, out)
+    assert summary["resumed"] == NUM_TRAIN - 1
+    assert summary["proposal_encodings"] == 96  # one image re-scored, the others skipped
+    assert summary["feature_encodings"] == len(reference[victim]["boxes"])
+    assert (out / "manifest.json").exists() and not _temp_files(str(out))
+    _assert_same_arrays(reference, _arrays(str(out / "regions")))
+    # a resume with other settings is refused rather than mixing two kinds of targets
+    with pytest.raises(SystemExit):
+        _run(world, out, "--gt-iou", "0.5")
+
+
+def test_killed_run_then_resumed_gives_the_same_files(world):
+    """SIGKILL a real subprocess mid-way, resume it, compare with an uninterrupted run."""
+    single = world["root"] / "single"
+    if not (single / "manifest.json").exists():
+        _run(world, single)
+    out = world["root"] / "killed"
+    env = dict(os.environ, DETECTRON2_DATASETS=str(world["root"]), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, TOOL, "--dataset", "shapes_ovd_train", "--clip", world["clip"],
+           "--output", str(out), "--no-progress", "--batch-size", "64", *ANCHORS]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if glob.glob(str(out / "regions" / "*.npz")):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (out / "manifest.json").exists()
+    assert len(glob.glob(str(out / "regions" / "*.npz"))) < NUM_TRAIN
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for sub in ("regions", "proposals"):
+        _assert_same_arrays(_arrays(str(single / sub)), _arrays(str(out / sub)))
+    assert FeatureStore(str(out)).manifest["images"] == FeatureStore(str(single)).manifest["images"]
+    assert not _temp_files(str(out))
+
+
+def test_bad_input_is_a_one_line_error(world, capsys):
+    cases = [
+        (["--dataset", "no_such_dataset"], "not a registered dataset"),
+        (["--dataset", VAL], "not a training split"),  # its metadata says novel boxes
+        (["--clip", str(world["root"] / "missing.pt")], "missing.pt"),
+    ]
+    for extra, message in cases:
+        argv = ["--dataset", TRAIN, "--clip", world["clip"], "--output", str(world["root"] / "bad"),
+                "--no-progress", *ANCHORS, *extra]  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            world["tool"].main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (world["root"] / "bad" / "manifest.json").exists()
+    # proposals alone may run on an evaluation split (they read no box)
+    assert _run(world, world["root"] / "val", "--stage", "proposals", dataset=VAL)["merged"]
+    with pytest.raises(UserInputError):
+        from ezsd.offline.pipeline import PrecomputeConfig, run_precompute
+
+        run_precompute(PrecomputeConfig(dataset=TRAIN, output=str(world["root"] / "bad2"), stage="features"))
+    shutil.rmtree(world["root"] / "bad", ignore_errors=True)
+
+
+def test_torchrun_ranks_take_one_shard_each(world):
+    """torchrun --nproc-per-node 2 (gloo on CPU): the same store as one process."""
+    single = world["root"] / "single"
+    if not (single / "manifest.json").exists():
+        _run(world, single)
+    out = world["root"] / "ddp"
+    env = dict(os.environ, DETECTRON2_DATASETS=str(world["root"]), OMP_NUM_THREADS="1")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                "--master-port", str(29500 + os.getpid() % 1000)]  # fmt: skip
+    cmd = [*torchrun, TOOL, "--dataset", "shapes_ovd_train", "--clip", world["clip"],
+           "--output", str(out), "--no-progress", "--batch-size", "64", *ANCHORS]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = done.stdout + done.stderr
+    assert "shard 0 of 2 (rank 0 of 2)" in log and "shard 1 of 2 (rank 1 of 2)" in log
+    for sub in ("regions", "proposals"):
+        _assert_same_arrays(_arrays(str(single / sub)), _arrays(str(out / sub)))
+    assert FeatureStore(str(out)).manifest["images"] == FeatureStore(str(single)).manifest["images"]
+
+
+def test_unreadable_image_is_skipped_and_listed_or_fatal_with_strict(world, capsys):
+    data = world["root"] / "shapes_ovd"
+    broken = world["root"] / "broken"
+    shutil.copytree(data / "train", broken / "train")
+    (broken / "train" / "000002.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    name = "test_precompute_broken_train"
+    if name not in DatasetCatalog.list():
+        base = [c for c in CATEGORY_NAMES if c not in DEFAULT_NOVEL_CLASSES]
+        register_ovd_dataset(name, str(data / "train.json"), str(broken / "train"), base,
+                             DEFAULT_NOVEL_CLASSES, thing_classes=base)  # fmt: skip
+    summary = _run(world, broken / "out", dataset=name)
+    assert summary["skipped"] == 1 and summary["merged"]
+    manifest = FeatureStore(str(broken / "out")).manifest
+    assert [s["image_id"] for s in manifest["skipped_images"]] == [3]
+    assert len(manifest["images"]) == NUM_TRAIN - 1
+    with pytest.raises(SystemExit):
+        _run(world, broken / "strict", "--strict", dataset=name)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "000002.jpg" in err[0]

@@ -1,0 +1,233 @@
+"""EZSD's cosine classifier, semantic regression, vocabulary swap and distillation loss (CPU, tiny)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from ezsd.data.text_embedding_file import save_text_embeddings
+from ezsd.modeling import (
+    EZSDBoxHead, EZSDPredictor, distillation_loss, load_vocabulary_file, normalize_weights_per_image,
+)  # fmt: skip
+from ezsd.utils.errors import UserInputError
+
+D, F_REG = 8, 6
+
+
+def _text(num, seed=0):
+    return F.normalize(torch.randn(num, D, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def _predictor(num_classes=3, **kwargs):
+    torch.manual_seed(0)
+    kwargs.setdefault("text_embeddings", _text(num_classes))
+    kwargs.setdefault("class_names", [f"c{i}" for i in range(num_classes)])
+    return EZSDPredictor(
+        ShapeSpec(channels=D), box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
+        reg_input_shape=ShapeSpec(channels=F_REG), **kwargs,
+    )  # fmt: skip
+
+
+def _inputs(num=5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(num, D, generator=g), dim=1), torch.randn(
+        num, F_REG, generator=g
+    )
+
+
+def test_logits_are_temperature_times_cosine_and_background():
+    pred = _predictor().eval()
+    emb, reg = _inputs()
+    scores, deltas = pred((emb * 3.0, reg))  # the predictor normalises region embeddings itself
+    assert scores.shape == (5, 4) and deltas.shape == (5, 4)
+    text = _text(3)
+    cos = F.cosine_similarity(emb[:, None], text[None], dim=2)
+    torch.testing.assert_close(scores[:, :3], 100.0 * cos, rtol=1e-5, atol=1e-4)
+    bg = 100.0 * emb @ pred.bg_score.weight[0]
+    torch.testing.assert_close(scores[:, 3], bg, rtol=1e-5, atol=1e-4)
+    assert pred.bg_score.bias is None
+    assert math.isclose(pred.log_temperature.item(), math.log(100.0), rel_tol=1e-6)
+
+
+def test_temperature_learned_or_fixed():
+    learned = _predictor()
+    assert any(p is learned.log_temperature for p in learned.parameters())
+    emb, reg = _inputs()
+    with EventStorage():
+        scores, _ = learned.train()((emb, reg), torch.tensor([0, 1, 3, 3, 2]))
+    scores.sum().backward()
+    assert learned.log_temperature.grad is not None and learned.log_temperature.grad != 0
+
+    fixed = _predictor(temperature=20.0, learn_temperature=False)
+    assert all(p is not fixed.log_temperature for p in fixed.parameters())
+    assert (
+        "log_temperature" in dict(fixed.named_buffers()) and "log_temperature" in fixed.state_dict()
+    )
+    scores, _ = fixed.eval()((emb, reg))
+    torch.testing.assert_close(scores[:, :3], 20.0 * emb @ _text(3).t(), rtol=1e-5, atol=1e-5)
+
+
+def _condition_on_text(pred):
+    """Make the regression read the first 4 dims of its text input: deltas = text[:, :4]."""
+    with torch.no_grad():
+        pred.bbox_pred.weight.zero_()
+        pred.bbox_pred.bias.zero_()
+        pred.bbox_pred.weight[:, F_REG : F_REG + 4] = torch.eye(4)
+
+
+def test_semantic_regression_uses_assigned_class_in_training_and_argmax_at_test():
+    pred = _predictor()
+    _condition_on_text(pred)
+    text = _text(3)
+    emb, reg = _inputs()
+    gt = torch.tensor([2, 0, 3, 1, 3])  # 3 = background
+    with EventStorage():
+        _, deltas = pred.train()((emb, reg), gt)
+    expected = torch.cat([text, torch.zeros(1, D)])[gt][:, :4]
+    torch.testing.assert_close(deltas, expected)
+
+    _, deltas = pred.eval()((emb, reg))
+    argmax = (emb @ text.t()).argmax(1)
+    torch.testing.assert_close(deltas, text[argmax][:, :4])
+    assert pred.bbox_pred.in_features == F_REG + D
+
+    plain = _predictor(semantic_regression=False)
+    assert plain.bbox_pred.in_features == F_REG
+    assert plain.eval()((emb, reg))[1].shape == (5, 4)
+
+
+def test_vocabulary_swap_keeps_a_buffer_and_changes_num_classes():
+    pred = _predictor(num_classes=3, test_text_embeddings=_text(5, seed=3),
+                      test_class_names=list("abcde"))  # fmt: skip
+    assert pred.num_classes == 3 and pred.class_names == ["c0", "c1", "c2"]
+    assert "text_embeddings" not in pred.state_dict()  # checkpoints are vocabulary-free
+    pred.eval()  # the inference vocabulary becomes active
+    assert pred.num_classes == 5 and tuple(pred.text_embeddings.shape) == (5, D)
+    assert any(b is pred.text_embeddings for b in pred.buffers())
+
+    emb, reg = _inputs()
+    proposals = [Instances((50, 50), proposal_boxes=Boxes(torch.tensor([[1.0, 2, 30, 40]] * 5)))]
+    scores, _ = pred((emb, reg))
+    assert scores.shape == (5, 6)
+    assert pred.predict_probs((scores, torch.zeros(5, 4)), proposals)[0].shape == (5, 6)
+
+    pred.set_vocabulary(_text(7, seed=4).numpy() * 2, [f"n{i}" for i in range(7)])
+    assert pred.num_classes == 7 and pred.class_names[-1] == "n6"
+    assert any(b is pred.text_embeddings for b in pred.buffers())
+    torch.testing.assert_close(pred.text_embeddings.norm(dim=1), torch.ones(7))
+    instances, _ = pred.inference(pred((emb, reg)), proposals)
+    assert instances[0].pred_classes.max() < 7
+    pred.train()
+    assert pred.num_classes == 3  # training vocabulary untouched
+    pred.eval()
+    assert pred.num_classes == 7  # the swapped inference vocabulary stays
+    with pytest.raises(UserInputError, match=r"shape \(2, 4\)"):
+        pred.set_vocabulary(torch.zeros(2, 4), ["a", "b"])
+
+
+def test_vocabulary_file_and_mismatched_sidecar(tmp_path):
+    path = str(tmp_path / "voc.npy")
+    save_text_embeddings(path, _text(3).numpy(), ["lemon", "lime", "brick"])
+    emb, names = load_vocabulary_file(path, ["lemon", "lime", "brick"])
+    assert (
+        emb.dtype == torch.float32 and emb.shape == (3, D) and names == ["lemon", "lime", "brick"]
+    )
+    with pytest.raises(UserInputError) as e:
+        load_vocabulary_file(
+            path, ["lemon", "brick", "lime"], "MODEL.EZSD.TEXT_EMBEDDINGS", "toy_train"
+        )
+    message = str(e.value)
+    assert "\n" not in message and "voc.npy" in message and "voc.names.json" in message
+    assert "'brick'" in message and "'lime'" in message and "toy_train" in message
+    with pytest.raises(UserInputError, match="MODEL.EZSD.TEXT_EMBEDDINGS is empty"):
+        load_vocabulary_file("", None, "MODEL.EZSD.TEXT_EMBEDDINGS")
+
+
+def test_box_head_branches():
+    head = EZSDBoxHead(ShapeSpec(channels=4, height=5, width=5), embed_dim=D, conv_dim=6,
+                       fc_dim=F_REG, conv_norm="")  # fmt: skip
+    emb, reg = head(torch.randn(7, 4, 5, 5), num_reg=3)
+    assert emb.shape == (7, D) and reg.shape == (3, F_REG)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(7))
+    assert head.output_shape.channels == D and head.reg_output_shape.channels == F_REG
+    assert len(head.shared_convs) == 3
+
+
+def test_distillation_loss_matches_hand_computation():
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    targets = torch.tensor(
+        [[3.0, 4.0], [0.0, 2.0], [1.0, 0.0]]
+    )  # normalised: (.6,.8), (0,1), (1,0)
+    weights = torch.tensor([1.0, 0.5, 1.0])  # image 0: GT + proposal (conf .5); image 1: GT
+    # image 0 weights -> mean 1: [1/.75, .5/.75]; image 1: [1]
+    l1_rows = torch.tensor([0.4 + 0.8, 0.0, 0.4 + 0.8])  # |e - t| summed over D
+    w = torch.tensor([1 / 0.75, 0.5 / 0.75, 1.0])
+    expected = 2 * (w * l1_rows).sum() / (3 * 2) * 0.5  # D * mean over K*D elements * factor
+    loss = distillation_loss(emb, targets, weights, [2, 1], factor=0.5)
+    torch.testing.assert_close(loss, expected)
+    # fp16 targets (as stored) give the same value
+    torch.testing.assert_close(
+        distillation_loss(emb, targets.half(), weights, [2, 1], 0.5), expected
+    )
+    empty = distillation_loss(
+        torch.zeros(0, 2, requires_grad=True), torch.zeros(0, 2), torch.zeros(0), [0]
+    )
+    assert empty.item() == 0 and empty.requires_grad
+
+
+def test_weights_normalised_per_image():
+    w = normalize_weights_per_image(torch.tensor([1.0, 0.2, 0.3, 2.0, 2.0, 0.0, 0.0]), [3, 2, 0, 2])
+    np.testing.assert_allclose(w[:3].mean(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(w[3:5].numpy(), [1.0, 1.0])
+    assert torch.all(w[5:] == 0)  # an all-zero image stays zero (no division by zero)
+    np.testing.assert_allclose((w[:3] / w[0]).numpy(), [1.0, 0.2, 0.3], rtol=1e-6)
+
+
+def _cfg(tmp_path, train=(), test=(), test_file=False):
+    from detectron2.config import get_cfg
+
+    from ezsd import add_ezsd_config
+
+    cfg = get_cfg()
+    add_ezsd_config(cfg)
+    cfg.MODEL.EZSD.EMBED_DIM = D
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 2
+    cfg.MODEL.EZSD.TEXT_EMBEDDINGS = str(tmp_path / "base.npy")
+    save_text_embeddings(cfg.MODEL.EZSD.TEXT_EMBEDDINGS, _text(2).numpy(), ["lemon", "lime"])
+    if test_file:
+        cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS = str(tmp_path / "all.npy")
+        save_text_embeddings(
+            cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS, _text(3).numpy(), ["lemon", "lime", "kiwi"]
+        )
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = train, test
+    return cfg
+
+
+def test_vocabularies_from_config_are_checked_against_datasets(tmp_path):
+    from detectron2.data import MetadataCatalog
+
+    shapes = (ShapeSpec(channels=D), ShapeSpec(channels=F_REG))
+    train, test = "ezsd_test_pred_train", "ezsd_test_pred_val"
+    pred = EZSDPredictor(_cfg(tmp_path, (train,), (test,), test_file=True), *shapes)
+    assert (
+        pred.num_classes == 2
+        and pred.eval().num_classes == 3
+        and pred.log_temperature.requires_grad
+    )
+    # classes unknown at build time (a COCO json sets them when loaded): checked at first forward
+    MetadataCatalog.get(test).set(thing_classes=["lemon", "kiwi", "lime"])
+    with pytest.raises(
+        UserInputError, match="class 1 is 'lime' but 'kiwi' is expected.*TEST_TEXT_EMBEDDINGS"
+    ):
+        pred(_inputs())
+    pred.set_vocabulary(_text(3).numpy(), ["lemon", "kiwi", "lime"])  # the user's own: accepted
+    assert pred(_inputs())[0].shape == (5, 4)
+    # no inference vocabulary although the test dataset has other classes: refused at build time
+    with pytest.raises(UserInputError, match="set MODEL.EZSD.TEST_TEXT_EMBEDDINGS"):
+        EZSDPredictor(_cfg(tmp_path, (train,), (test,)), *shapes)

@@ -1,0 +1,259 @@
+"""A tiny EZSDRCNN (ResNet-18 FPN with BN, 64-96 px images) on CPU: ROI heads, distillation,
+training steps, inference, vocabulary by config and by method, bad input."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from ezsd import add_ezsd_config
+from ezsd.data.text_embedding_file import save_text_embeddings
+from ezsd.modeling import EZSDRCNN, EZSDROIHeads
+from ezsd.utils.errors import UserInputError
+
+D = 16
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny convs on a shared 2-core machine run many times faster on one thread than with OpenMP
+    threads contending for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+BASE = ["lemon", "brick", "lime"]
+ALL = BASE + ["kiwi", "plum"]
+
+
+def _vocab(path, names, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    save_text_embeddings(
+        str(path), F.normalize(torch.randn(len(names), D, generator=g), dim=1).numpy(), names
+    )
+    return str(path)
+
+
+def _cfg(tmp_path, **overrides):
+    cfg = get_cfg()
+    add_ezsd_config(cfg)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.META_ARCHITECTURE = "EZSDRCNN"
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.RESNETS.NORM = "BN"
+    cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.FPN.OUT_CHANNELS = 32
+    cfg.MODEL.FPN.NORM = "BN"
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[16], [32], [64], [128], [256]]
+    cfg.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 200
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 30
+    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 32
+    cfg.MODEL.ROI_HEADS.NAME = "EZSDROIHeads"
+    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(BASE)
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 16
+    cfg.MODEL.ROI_BOX_HEAD.NAME = "EZSDBoxHead"
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 5
+    cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 32
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 32
+    cfg.MODEL.ROI_BOX_HEAD.NORM = "GN"
+    cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = True
+    cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK = True
+    cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = 1
+    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 8
+    cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 4
+    cfg.MODEL.EZSD.EMBED_DIM = D
+    cfg.MODEL.EZSD.TEXT_EMBEDDINGS = _vocab(tmp_path / "base.npy", BASE)
+    cfg.MODEL.EZSD.DISTILL.NUM_PROPOSALS = 4
+    cfg.DATASETS.TRAIN = ()
+    cfg.DATASETS.TEST = ()
+    cfg.TEST.DETECTIONS_PER_IMAGE = 20
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg
+
+
+def _batch(with_distill=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    inputs = []
+    for h, w in ((64, 96), (80, 64)):
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 50.0], [30.0, 10.0, 60.0, 30.0]]))
+        inst.gt_classes = torch.tensor([0, 2])
+        inst.gt_masks = BitMasks(torch.rand(2, h, w, generator=g) > 0.5)
+        x = {"image": torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8),
+             "instances": inst, "height": h, "width": w}  # fmt: skip
+        if with_distill:
+            k = 5
+            xy = torch.rand(k, 2, generator=g) * 30
+            x["distill_regions"] = Instances(
+                (h, w), boxes=Boxes(torch.cat([xy, xy + 10 + torch.rand(k, 2, generator=g) * 20], 1)),
+                targets=torch.randn(k, D, generator=g).half(), weights=torch.rand(k, generator=g),
+                is_gt=torch.arange(k) < 2,
+            )  # fmt: skip
+        inputs.append(x)
+    return inputs
+
+
+def test_training_step_with_distillation_and_inference(tmp_path):
+    torch.manual_seed(0)
+    cfg = _cfg(
+        tmp_path, **{"MODEL.EZSD.TEST_TEXT_EMBEDDINGS": _vocab(tmp_path / "all.npy", ALL, 1)}
+    )
+    model = build_model(cfg)
+    assert isinstance(model, EZSDRCNN) and isinstance(model.roi_heads, EZSDROIHeads)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    batch = _batch()
+    totals = []
+    with EventStorage():
+        for _ in range(4):
+            losses = model(batch)
+            assert {"loss_cls", "loss_box_reg", "loss_distill", "loss_rpn_cls"} <= set(losses)
+            assert all(torch.isfinite(v) for v in losses.values())
+            total = sum(losses.values())
+            optimizer.zero_grad()
+            total.backward()
+            optimizer.step()
+            totals.append(total.item())
+    assert totals[-1] < totals[0], totals
+    assert model.roi_heads.num_classes == 3
+
+    model.eval()
+    assert model.roi_heads.num_classes == 5 and model.class_names == ALL
+    with torch.no_grad():
+        outputs = model([{k: x[k] for k in ("image", "height", "width")} for x in _batch(False)])
+    assert len(outputs) == 2
+    for out in outputs:
+        inst = out["instances"]
+        assert inst.pred_boxes.tensor.shape[1] == 4 and len(inst) <= 20
+        assert inst.pred_classes.max() < 5 if len(inst) else True
+
+    # vocabulary by method: no rebuild, the buffer kept, predictions follow
+    model.set_vocabulary(F.normalize(torch.randn(2, D), dim=1), ["x", "y"])
+    assert model.roi_heads.num_classes == 2
+    with torch.no_grad():
+        out = model([{"image": batch[0]["image"]}])[0]["instances"]
+    assert len(out) == 0 or out.pred_classes.max() < 2
+
+
+def test_distillation_switch_and_missing_regions(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(_cfg(tmp_path))
+    model.train()
+    with EventStorage():
+        with pytest.raises(ValueError, match="distill_regions"):
+            model(_batch(with_distill=False))
+        batch = _batch()
+        del batch[1]["distill_regions"]  # an image trained without distillation (skipped features)
+        losses = model(batch)
+        assert torch.isfinite(losses["loss_distill"])
+        losses["loss_distill"].backward()
+
+    model = build_model(_cfg(tmp_path, **{"MODEL.EZSD.DISTILL.ENABLED": False,
+                                          "MODEL.EZSD.SEMANTIC_REGRESSION": False}))  # fmt: skip
+    model.train()
+    with EventStorage():
+        losses = model(_batch(with_distill=False))
+    assert "loss_distill" not in losses and all(torch.isfinite(v) for v in losses.values())
+
+
+def test_distillation_loss_uses_region_embeddings_of_distill_boxes(tmp_path):
+    """The distillation loss is EZSD's formula applied to the box head's embeddings of exactly
+    the distillation boxes (pooled from the same features as the proposals)."""
+    torch.manual_seed(0)
+    model = build_model(_cfg(tmp_path, **{"MODEL.EZSD.DISTILL.WEIGHT": 0.5}))
+    model.train()
+    batch = _batch()
+    heads = model.roi_heads
+    with EventStorage():
+        images = model.preprocess_image(batch)
+        features = model.backbone(images.tensor)
+        regions = [x["distill_regions"] for x in batch]
+        feats = [features[f] for f in heads.box_in_features]
+        emb, _ = heads.box_head(heads.box_pooler(feats, [r.boxes for r in regions]))
+        targets = F.normalize(torch.cat([r.targets for r in regions]).float(), dim=1)
+        w = torch.cat([r.weights / r.weights.mean() for r in regions])
+        expected = 0.5 * D * ((emb - targets).abs() * w[:, None]).mean()
+        proposals = [Instances(x["instances"].image_size, proposal_boxes=x["instances"].gt_boxes,
+                               objectness_logits=torch.zeros(2)) for x in batch]  # fmt: skip
+        _, losses = heads(images, features, proposals, [x["instances"] for x in batch], regions)
+    torch.testing.assert_close(losses["loss_distill"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_mask_head_and_bad_config(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(_cfg(tmp_path, **{"MODEL.MASK_ON": True}))
+    model.train()
+    with EventStorage():
+        losses = model(_batch())
+    assert torch.isfinite(losses["loss_mask"])
+    model.eval()
+    with torch.no_grad():
+        out = model([{"image": _batch(False)[0]["image"]}])[0]["instances"]
+    assert out.has("pred_masks")
+
+    with pytest.raises(UserInputError, match="CLS_AGNOSTIC_MASK"):
+        build_model(
+            _cfg(
+                tmp_path, **{"MODEL.MASK_ON": True, "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": False}
+            )
+        )
+    with pytest.raises(UserInputError, match="NUM_CLASSES"):
+        build_model(_cfg(tmp_path, **{"MODEL.ROI_HEADS.NUM_CLASSES": 4}))
+    with pytest.raises(UserInputError, match=r"expected \(C, 8\)"):
+        build_model(_cfg(tmp_path, **{"MODEL.EZSD.EMBED_DIM": 8}))
+    # names checked against the training dataset's classes
+    MetadataCatalog.get("ezsd_test_toy_train").set(thing_classes=["lemon", "lime", "brick"])
+    with pytest.raises(UserInputError, match="class 1 is 'brick' but 'lime' is expected"):
+        build_model(_cfg(tmp_path, **{"DATASETS.TRAIN": ("ezsd_test_toy_train",)}))
+
+
+def test_mapper_outputs_train_the_model(tmp_path):
+    """EZSDDatasetMapper's dicts (regions moved by resize + flip) feed EZSDRCNN's training step."""
+    from detectron2.data import transforms as T
+    from detectron2.structures import BoxMode
+    from PIL import Image
+
+    from ezsd.data.feature_store import write_image_regions, write_manifest
+    from ezsd.data.mapper import EZSDDatasetMapper
+
+    rng = np.random.default_rng(0)
+    boxes = np.array(
+        [[4, 4, 30, 40], [20, 10, 60, 44], [0, 0, 20, 20], [30, 5, 62, 30]], np.float32
+    )
+    write_image_regions(
+        str(tmp_path / "feats"), 7, boxes=boxes, embeddings=rng.normal(size=(4, D)),
+        confidence=[1, 1, 0.5, 0.8], clip_class=[0, 1, 3, 4], objectness=[0, 0, 0.9, 0.5],
+        is_gt=[True, True, False, False],
+    )  # fmt: skip
+    write_manifest(str(tmp_path / "feats"), "abc", ALL, BASE, {}, {7: 4})
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    annos = [{"bbox": b.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": c, "iscrowd": 0}
+             for b, c in zip(boxes[:2], (0, 2))]  # fmt: skip
+    mapper = EZSDDatasetMapper(
+        True, augmentations=[T.Resize((72, 96)), T.RandomFlip(prob=1.0)], image_format="BGR",
+        feature_store=str(tmp_path / "feats"), num_distill_proposals=3,
+    )  # fmt: skip
+    record = {"file_name": str(tmp_path / "a.png"), "image_id": 7, "height": 48, "width": 64}
+    batch = [mapper(dict(record, annotations=annos)) for _ in range(2)]
+    assert len(batch[0]["distill_regions"]) == 5
+    model = build_model(_cfg(tmp_path)).train()
+    with EventStorage():
+        losses = model(batch)
+    assert losses["loss_distill"] > 0 and all(torch.isfinite(v) for v in losses.values())
