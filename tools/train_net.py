@@ -54,11 +54,15 @@ def setup(args):
     add_ezsd_config(cfg)
     if not os.path.isfile(args.config_file):
         raise UserInputError(f"config file not found: {args.config_file}")
+    # yacs raises KeyError (unknown key), ValueError or AssertionError (bad value or type).
     try:
         cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, AssertionError) as e:  # yacs: unknown key, bad value or type
+    except (KeyError, ValueError, AssertionError) as e:
         raise UserInputError(f"{args.config_file}: {e}".replace("\n", " ")) from None
+    try:
+        cfg.merge_from_list(args.opts)
+    except (KeyError, ValueError, AssertionError) as e:
+        raise UserInputError(f"command-line option: {e}".replace("\n", " ")) from None
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ezsd")
