@@ -8,6 +8,7 @@ from pycocotools import mask as mask_util
 from tqdm import tqdm
 
 from ezsd.utils.errors import UserInputError
+from ezsd.utils.file_io import atomic_write_json
 
 from .camera import DETECTION_CAMERA
 from .categories import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES
@@ -83,7 +84,7 @@ def generate_shapes_ovd(out_dir, seed=0, num_train=1000, num_val=200,
     images all the same, unlabeled, as in COCO. val.json lists every category and box. Category id
     = index in CATEGORY_NAMES + 1, and each category carries "split": "base" or "novel". The same
     arguments write the same bytes; each json is written last and atomically, so its presence
-    means its images are complete.
+    means its images are complete. out_dir/split.json records the base/novel split.
     """
     novel = validate_novel_classes(novel_classes)
     if image_size < 64:
@@ -99,4 +100,8 @@ def generate_shapes_ovd(out_dir, seed=0, num_train=1000, num_val=200,
         coco = {"info": dict(info, split=split), "images": images, "annotations": annotations,
                 "categories": [c for c in categories if keep[c["id"] - 1]]}
         _write_atomic(os.path.join(out_dir, f"{split}.json"), lambda p: _dump_json(coco, p))
+    # Read by the dataset registration (ezsd/data/datasets/builtin.py): a folder generated with
+    # another --novel registers with its own base/novel split.
+    atomic_write_json(os.path.join(out_dir, "split.json"),
+                      {"base": [n for n in CATEGORY_NAMES if n not in novel], "novel": list(novel)})
     return out_dir

@@ -1,0 +1,202 @@
+#!/usr/bin/env python
+"""Run EZSD end to end on ShapesOVD with the small CLIP, stage by stage, with the real tools.
+
+    tools/run_pipeline.py --output-dir output/demo [--seed N] [--novel a,b,c] [--variant V]
+
+Stages (each is skipped when its outputs exist, so an interrupted run resumes):
+  data      datasets/prepare_shapes_ovd.py          -> DATA/shapes_ovd/
+  renorm    tools/finetune_clip.py                  -> OUT/renorm/clip_renormalized.pt
+  text      tools/dump_text_embeddings.py           -> OUT/text/{train,test}.npy
+  features  tools/precompute_clip_features.py       -> OUT/features/
+  train     tools/train_net.py (trains, then evaluates on val with base+novel names)
+and writes OUT/results.json with the open-vocabulary AP figures and the time of every stage.
+Every stage runs the same command a COCO user runs, with ShapesOVD settings.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from ezsd.data.shapes_ovd import DEFAULT_NOVEL_CLASSES
+from ezsd.utils.errors import UserInputError, exit_on_user_error
+from ezsd.utils.file_io import atomic_write_json
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SMALL_CLIP = os.path.join(REPO, "weights", "shapes_clip_vit.pt")
+CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R18_FPN.yaml")
+
+# What each variant switches on. The ablation of the paper, read from left to right: CLIP
+# re-normalization, CLIP proposals (here: the only distillation regions), semantic regression.
+VARIANTS = {
+    "no_distill": dict(renorm=False, distill=False, semantic_regression=False),
+    "renorm_clip_proposals": dict(renorm=True, distill=True, semantic_regression=False),
+    "full": dict(renorm=True, distill=True, semantic_regression=True),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
+    p.add_argument("--novel", default=",".join(DEFAULT_NOVEL_CLASSES), help="novel class names")
+    p.add_argument("--variant", default="full", choices=sorted(VARIANTS))
+    p.add_argument("--data-dir", default=None,
+                   help="DETECTRON2_DATASETS for this run (default OUTPUT_DIR/datasets)")
+    p.add_argument("--num-train", type=int, default=1000)
+    p.add_argument("--num-val", type=int, default=200)
+    p.add_argument("--renorm-epochs", type=int, default=2)
+    p.add_argument("--max-iter", type=int, default=None, help="training iterations (config default)")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                   help="extra train_net.py config options, KEY VALUE ...")
+    return p.parse_args(argv)
+
+
+class Pipeline:
+    """Runs the stages as subprocesses with DETECTRON2_DATASETS pointing at this run's data."""
+
+    def __init__(self, args):
+        self.args = args
+        self.out = os.path.abspath(args.output_dir)
+        self.data_root = os.path.abspath(args.data_dir or os.path.join(self.out, "datasets"))
+        self.variant = VARIANTS[args.variant]
+        self.novel = [n.strip() for n in args.novel.split(",") if n.strip()]
+        self.env = dict(os.environ, DETECTRON2_DATASETS=self.data_root)
+        self.stage_seconds = {}
+        self.clip_file = SMALL_CLIP
+
+    def run_tool(self, stage, script, *args):
+        """Run one tool; its output goes to OUT/logs/STAGE.log. A failure ends the pipeline with
+        the tool's own last line (its one-line error)."""
+        os.makedirs(os.path.join(self.out, "logs"), exist_ok=True)
+        log_path = os.path.join(self.out, "logs", f"{stage}.log")
+        command = [sys.executable, os.path.join(REPO, script), *map(str, args)]
+        with open(log_path, "w") as log:
+            code = subprocess.run(command, env=self.env, cwd=REPO, stdout=log,
+                                  stderr=subprocess.STDOUT).returncode  # fmt: skip
+        if code != 0:
+            with open(log_path) as f:
+                lines = [line.strip() for line in f if line.strip()]
+            raise UserInputError(
+                f"stage '{stage}' failed (exit {code}): {lines[-1] if lines else 'no output'} "
+                f"[full log: {log_path}]"
+            )
+
+    def stage(self, name, done, run):
+        start = time.time()
+        if done():
+            print(f"[ezsd pipeline] {name}: already done, skipped", flush=True)
+        else:
+            print(f"[ezsd pipeline] {name}: running ...", flush=True)
+            run()
+            print(f"[ezsd pipeline] {name}: done in {time.time() - start:.0f} s", flush=True)
+        self.stage_seconds[name] = round(time.time() - start, 1)
+
+    def data(self):
+        folder = os.path.join(self.data_root, "shapes_ovd")
+
+        def done():
+            if not os.path.exists(os.path.join(folder, "split.json")):
+                return False
+            with open(os.path.join(folder, "val.json")) as f:
+                info = json.load(f)["info"]
+            if info["seed"] != self.args.seed or sorted(info["novel_classes"]) != sorted(self.novel):
+                raise UserInputError(
+                    f"{folder}: holds ShapesOVD of seed {info['seed']} with novel classes "
+                    f"{info['novel_classes']}; choose another --data-dir for this seed/split"
+                )
+            return True
+
+        self.stage("data", done, lambda: self.run_tool(
+            "data", "datasets/prepare_shapes_ovd.py", "--out", folder, "--seed", self.args.seed,
+            "--num-train", self.args.num_train, "--num-val", self.args.num_val,
+            "--novel", ",".join(self.novel),
+        ))  # fmt: skip
+
+    def renorm(self):
+        if not self.variant["renorm"]:
+            return
+        folder = os.path.join(self.out, "renorm")
+        renormalized = os.path.join(folder, "clip_renormalized.pt")
+        self.stage("renorm", lambda: os.path.exists(renormalized), lambda: self.run_tool(
+            "renorm", "tools/finetune_clip.py", "--clip", SMALL_CLIP, "--train-dataset",
+            "shapes_ovd_train", "--val-dataset", "shapes_ovd_val", "--output-dir", folder,
+            "--epochs", self.args.renorm_epochs, "--no-progress",
+        ))  # fmt: skip
+        self.clip_file = renormalized
+
+    def text(self):
+        self.text_files = {s: os.path.join(self.out, "text", f"{s}.npy") for s in ("train", "test")}
+
+        def run():
+            for split, dataset in (("train", "shapes_ovd_train"), ("test", "shapes_ovd_val")):
+                self.run_tool("text", "tools/dump_text_embeddings.py", "--clip", self.clip_file,
+                              "--dataset", dataset, "--out", self.text_files[split])  # fmt: skip
+
+        self.stage("text", lambda: all(map(os.path.exists, self.text_files.values())), run)
+
+    def features(self):
+        self.feature_dir = os.path.join(self.out, "features")
+        if not self.variant["distill"]:
+            return
+        self.stage(
+            "features", lambda: os.path.exists(os.path.join(self.feature_dir, "manifest.json")),
+            lambda: self.run_tool(
+                "features", "tools/precompute_clip_features.py", "--dataset", "shapes_ovd_train",
+                "--output", self.feature_dir, "--clip", self.clip_file, "--anchor-preset", "shapes",
+                "--proposal-mode", "fast", "--no-progress",
+            ),
+        )  # fmt: skip
+
+    def train(self):
+        train_dir = os.path.join(self.out, "train")
+        self.metrics_file = os.path.join(train_dir, "inference", "shapes_ovd_val", "ovd_metrics.json")
+        opts = [
+            "OUTPUT_DIR", train_dir, "MODEL.DEVICE", "cpu", "SEED", self.args.seed,
+            "MODEL.EZSD.CLIP.MODEL", self.clip_file,
+            "MODEL.EZSD.TEXT_EMBEDDINGS", self.text_files["train"],
+            "MODEL.EZSD.TEST_TEXT_EMBEDDINGS", self.text_files["test"],
+            "MODEL.ROI_HEADS.NUM_CLASSES", len(self._base_classes()),
+            "MODEL.EZSD.DISTILL.ENABLED", self.variant["distill"],
+            "MODEL.EZSD.DISTILL.FEATURES", self.feature_dir if self.variant["distill"] else "",
+            "MODEL.EZSD.SEMANTIC_REGRESSION", self.variant["semantic_regression"],
+        ]  # fmt: skip
+        if self.args.max_iter:
+            opts += ["SOLVER.MAX_ITER", self.args.max_iter]
+        self.stage("train", lambda: os.path.exists(self.metrics_file), lambda: self.run_tool(
+            "train", "tools/train_net.py", "--config-file", CONFIG, "--resume", *opts,
+            *self.args.opts,
+        ))  # fmt: skip
+
+    def _base_classes(self):
+        with open(os.path.join(self.data_root, "shapes_ovd", "split.json")) as f:
+            return json.load(f)["base"]
+
+    def results(self, started):
+        with open(self.metrics_file) as f:
+            bbox = json.load(f)["bbox"]
+        results = {key: round(bbox[key], 2) for key in
+                   ("AP50_base", "AP50_novel", "AP50_all", "AP_base", "AP_novel", "AP_all")}  # fmt: skip
+        results.update(
+            variant=self.args.variant, seed=self.args.seed, novel_classes=self.novel,
+            stage_seconds=self.stage_seconds, wall_seconds=round(time.time() - started, 1),
+        )  # fmt: skip
+        atomic_write_json(os.path.join(self.out, "results.json"), results, indent=1)
+        return results
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.time()
+    pipeline = Pipeline(args)
+    for step in (pipeline.data, pipeline.renorm, pipeline.text, pipeline.features, pipeline.train):
+        step()
+    results = pipeline.results(started)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
