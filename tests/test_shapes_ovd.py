@@ -44,7 +44,7 @@ def test_categories_and_default_split():
 
 def test_deterministic_per_seed(world, tmp_path):
     first = _files(world)
-    assert sorted(first) == sorted(["train.json", "val.json"] + [f"train/{i:06d}.jpg" for i in range(8)]
+    assert sorted(first) == sorted(["train.json", "val.json", "split.json"] + [f"train/{i:06d}.jpg" for i in range(8)]
                                    + [f"val/{i:06d}.jpg" for i in range(6)])
     assert _files(generate_shapes_ovd(str(tmp_path / "again"), seed=0, num_train=8, num_val=6)) == first
     other = _files(generate_shapes_ovd(str(tmp_path / "other"), seed=1, num_train=8, num_val=6))
@@ -57,6 +57,7 @@ def test_split_changes_labels_not_images(world, tmp_path):
     alt = generate_shapes_ovd(str(tmp_path / "alt"), seed=0, num_train=8, num_val=6, novel_classes=novel)
     assert _files(os.path.join(alt, "train")) == _files(os.path.join(world, "train"))
     assert {c["name"] for c in _load(alt, "train")["categories"]} == set(CATEGORY_NAMES) - set(novel)
+    assert _load(alt, "split") == {"base": [n for n in CATEGORY_NAMES if n not in novel], "novel": ["coin", "grape"]}
 
 
 def test_jsons_load_with_pycocotools(world):

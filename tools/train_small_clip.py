@@ -21,6 +21,7 @@ from clip.model import CLIP
 
 from ezsd.clip import load_clip, save_clip_checkpoint
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, render_clip_pairs
+from ezsd.utils.errors import UserInputError, exit_on_user_error
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -54,7 +55,7 @@ def build_clip(args):
     """A CLIP exactly as `clip.model.build_model` rebuilds it from the saved state dict."""
     for name in ("vision_width", "text_width"):
         if getattr(args, name) % 64:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be a multiple of 64")
+            raise UserInputError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be a multiple of 64")
     return CLIP(
         embed_dim=args.embed_dim,
         image_resolution=args.image_size,
@@ -124,6 +125,7 @@ def lr_lambda(args):
     return f
 
 
+@exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
     torch.manual_seed(args.seed)

@@ -2,12 +2,16 @@
 
 The CLIP domain is shot with a neutral camera. Every detection image goes through the same warm
 colour cast, lower contrast, lens blur and sensor noise. Because the shift is systematic and the
-same for all classes, a model can learn to undo it from base classes alone and the correction
-carries over to novel classes; this is the domain gap EZSD's CLIP re-normalization closes.
+same for all classes, a correction learnt from base classes alone can carry over to novel
+classes: the kind of domain gap EZSD's CLIP re-normalization is meant to close.
 
-Its strength is one number: strength 1 is a mild camera (gains 1.10/1.00/0.85, contrast x0.75,
-blur sigma 0.6 px, noise sigma 6 grey levels); strength s raises gains and contrast to the power s
-and scales blur and noise by s. The value used was chosen once by measurement (datasets/README.md).
+Two strengths describe it, from a mild reference camera (gains 1.10/1.00/0.85, contrast x0.75,
+blur sigma 0.6 px, noise sigma 6 grey levels): the colour pipeline's strength `colour` raises the
+gains and the contrast factor to that power; the optics' strength `optics` scales blur and noise.
+The colour pipeline (white balance, tone curve) is what differs systematically between cameras
+and what normalization statistics can absorb; heavy blur and noise destroy information no
+re-normalization can restore. So the detection camera has a strong colour pipeline and mild
+optics, its colour strength chosen once by measurement (datasets/README.md).
 """
 from dataclasses import dataclass
 
@@ -37,10 +41,10 @@ class CameraShift:
         return out
 
 
-def camera_shift(strength):
-    """The camera of a given strength (0 is neutral, 1 mild; see module docstring)."""
-    s = float(strength)
-    return CameraShift(gains=(1.10**s, 1.0, 0.85**s), contrast=0.75**s, blur=0.6 * s, noise=6.0 * s)
+def camera_shift(colour, optics):
+    """The camera of the given colour-pipeline and optics strengths (0 is neutral, 1 mild)."""
+    return CameraShift(gains=(1.10**colour, 1.0, 0.85**colour), contrast=0.75**colour,
+                       blur=0.6 * optics, noise=6.0 * optics)
 
 
-DETECTION_CAMERA = camera_shift(2.0)
+DETECTION_CAMERA = camera_shift(colour=4.5, optics=1.0)
