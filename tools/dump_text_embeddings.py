@@ -14,7 +14,7 @@ from detectron2.utils.logger import setup_logger
 
 import ezsd  # noqa: F401  (registers the builtin datasets)
 from ezsd.clip import (
-    DEFAULT_PROMPTS, ENSEMBLE_PROMPTS, clip_checkpoint_hash, load_clip, names_path,
+    add_prompt_arguments, clip_checkpoint_hash, load_clip, names_path, prompts_from_args,
     save_text_embeddings, text_embeddings,
 )  # fmt: skip
 from ezsd.utils.errors import UserInputError, exit_on_user_error
@@ -30,9 +30,7 @@ def parse_args(argv=None):
     names.add_argument("--names", help="comma-separated class names, in class-id order")
     names.add_argument("--dataset", help="a registered dataset: its thing_classes")
     parser.add_argument("--out", required=True, help="FILE.npy; FILE.names.json goes beside it")
-    prompts = parser.add_mutually_exclusive_group()
-    prompts.add_argument("--prompt", action="append", help="template with '{}'; repeatable")
-    prompts.add_argument("--ensemble", action="store_true", help="the built-in prompt ensemble")
+    add_prompt_arguments(parser)
     parser.add_argument("--device", default="cpu")
     return parser.parse_args(argv)
 
@@ -54,7 +52,7 @@ def main(argv=None):
         if not class_names:
             msg = f"--dataset '{args.dataset}' is not a registered dataset with thing_classes"
             raise UserInputError(msg)
-    prompts = tuple(args.prompt or (ENSEMBLE_PROMPTS if args.ensemble else DEFAULT_PROMPTS))
+    prompts = prompts_from_args(args)
     model = load_clip(args.clip, device=args.device)
     emb = text_embeddings(model, class_names, prompts)
     save_text_embeddings(

@@ -20,8 +20,8 @@ from tabulate import tabulate
 
 import ezsd  # noqa: F401  (registers the builtin datasets)
 from ezsd.clip import (
-    DEFAULT_PROMPTS, ENSEMBLE_PROMPTS, clip_checkpoint_hash, crop_classification_accuracy,
-    load_clip,
+    add_prompt_arguments, clip_checkpoint_hash, crop_classification_accuracy,
+    load_clip, prompts_from_args,
 )  # fmt: skip
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write_json
@@ -39,9 +39,7 @@ def parse_args(argv=None):
     parser.add_argument("--image-root", help="folder of the --json file's images")
     parser.add_argument("--novel", help="comma-separated novel names, if the data has none")
     parser.add_argument("--max-images", type=int, help="evaluate the first N images only")
-    prompts = parser.add_mutually_exclusive_group()
-    prompts.add_argument("--prompt", action="append", help="template with '{}'; repeatable")
-    prompts.add_argument("--ensemble", action="store_true", help="the built-in prompt ensemble")
+    add_prompt_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=64, help="crops per CLIP forward")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", help="write the full report (with the confusion matrix) as JSON")
@@ -98,7 +96,7 @@ def main(argv=None):
     base, novel = split_names(class_names, declared_novel, cli_novel, args.dataset or args.json)
     if args.max_images is not None:
         dicts = dicts[: args.max_images]
-    prompts = tuple(args.prompt or (ENSEMBLE_PROMPTS if args.ensemble else DEFAULT_PROMPTS))
+    prompts = prompts_from_args(args)
     model = load_clip(args.clip, device=args.device)
     report = crop_classification_accuracy(
         model, dicts, class_names, base, novel, prompts, batch_size=args.batch_size

@@ -8,11 +8,15 @@ from ezsd.data.text_embedding_file import load_text_embeddings, names_path, save
 from .crop_accuracy import crop_classification_accuracy
 from .loading import clip_checkpoint_hash, load_clip, save_clip_checkpoint
 from .regions import crop_boxes, crop_regions, encode_regions
-from .text import DEFAULT_PROMPTS, ENSEMBLE_PROMPTS, clean_class_name, text_embeddings
+from .text import (
+    DEFAULT_PROMPTS, ENSEMBLE_PROMPTS, add_prompt_arguments, clean_class_name, prompts_from_args,
+    text_embeddings,
+)  # fmt: skip
 
 __all__ = [
     "load_clip", "save_clip_checkpoint", "clip_checkpoint_hash",
-    "DEFAULT_PROMPTS", "ENSEMBLE_PROMPTS", "clean_class_name", "text_embeddings",
+    "DEFAULT_PROMPTS", "ENSEMBLE_PROMPTS", "add_prompt_arguments", "prompts_from_args",
+    "clean_class_name", "text_embeddings",
     "save_text_embeddings", "load_text_embeddings", "names_path",
     "crop_boxes", "crop_regions", "encode_regions",
     "crop_classification_accuracy",

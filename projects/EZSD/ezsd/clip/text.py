@@ -8,7 +8,10 @@ import torch.nn.functional as F
 
 from ezsd.utils.errors import UserInputError
 
-__all__ = ["DEFAULT_PROMPTS", "ENSEMBLE_PROMPTS", "clean_class_name", "text_embeddings"]
+__all__ = [
+    "DEFAULT_PROMPTS", "ENSEMBLE_PROMPTS", "add_prompt_arguments", "prompts_from_args",
+    "clean_class_name", "text_embeddings",
+]  # fmt: skip
 
 # The paper's prompt (and the official code's).
 DEFAULT_PROMPTS = ("a photo of a {}",)
@@ -23,6 +26,18 @@ ENSEMBLE_PROMPTS = (
     "a bright photo of a {}",
     "a dark photo of a {}",
 )
+
+
+def add_prompt_arguments(parser):
+    """The tools' shared `--prompt TEMPLATE` (repeatable) / `--ensemble` options."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--prompt", action="append",
+                       help=f"template with '{{}}' (repeatable); default '{DEFAULT_PROMPTS[0]}'")
+    group.add_argument("--ensemble", action="store_true", help="the built-in prompt ensemble")
+
+
+def prompts_from_args(args):
+    return tuple(ENSEMBLE_PROMPTS if args.ensemble else (args.prompt or DEFAULT_PROMPTS))
 
 
 def clean_class_name(name):

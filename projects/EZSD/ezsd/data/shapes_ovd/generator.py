@@ -1,6 +1,5 @@
 """Write a ShapesOVD dataset: images plus COCO-format train.json (base boxes) and val.json (all)."""
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -8,7 +7,7 @@ from pycocotools import mask as mask_util
 from tqdm import tqdm
 
 from ezsd.utils.errors import UserInputError
-from ezsd.utils.file_io import atomic_write_json
+from ezsd.utils.file_io import atomic_write, atomic_write_json
 
 from .camera import DETECTION_CAMERA
 from .categories import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES
@@ -30,17 +29,6 @@ def validate_novel_classes(novel_classes):
     if not novel or len(set(novel)) == len(CATEGORY_NAMES):
         raise UserInputError("--novel: needs at least one novel and at least one base category")
     return tuple(n for n in CATEGORY_NAMES if n in novel)
-
-
-def _write_atomic(path, write):
-    tmp = path + ".tmp"
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _dump_json(obj, path):
-    with open(path, "w") as f:
-        json.dump(obj, f)
 
 
 def _annotation(ann_id, image_id, cat, mask):
@@ -67,8 +55,8 @@ def _write_split(out_dir, split, seed, num, image_size, keep, progress):
         rng = np.random.default_rng([seed, _SPLIT_SEED[split], index])
         image, objects = render_scene(rng, image_size)
         file_name = f"{index:06d}.jpg"
-        _write_atomic(os.path.join(folder, file_name),
-                      lambda p: image.save(p, format="JPEG", quality=JPEG_QUALITY))
+        with atomic_write(os.path.join(folder, file_name)) as f:
+            image.save(f, format="JPEG", quality=JPEG_QUALITY)
         images.append({"id": index + 1, "file_name": file_name, "height": image_size, "width": image_size})
         for cat, mask in objects:
             if keep[cat]:
@@ -99,7 +87,7 @@ def generate_shapes_ovd(out_dir, seed=0, num_train=1000, num_val=200,
         images, annotations = _write_split(out_dir, split, seed, num, image_size, keep, progress)
         coco = {"info": dict(info, split=split), "images": images, "annotations": annotations,
                 "categories": [c for c in categories if keep[c["id"] - 1]]}
-        _write_atomic(os.path.join(out_dir, f"{split}.json"), lambda p: _dump_json(coco, p))
+        atomic_write_json(os.path.join(out_dir, f"{split}.json"), coco)
     # Read by the dataset registration (ezsd/data/datasets/builtin.py): a folder generated with
     # another --novel registers with its own base/novel split.
     atomic_write_json(os.path.join(out_dir, "split.json"),
