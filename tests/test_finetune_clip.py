@@ -116,6 +116,15 @@ def test_only_layernorms_change(world, tune_text_ln):
             assert torch.equal(bits, before[n].contiguous().view(-1).view(torch.uint8)), n
 
 
+def test_novel_names_as_negatives_change_the_loss(world):
+    """--novel-negatives scores base crops against the novel names too (as negatives only)."""
+    settings = RenormSettings(epochs=1, images_per_batch=6)
+    plain = train_layernorms(load_clip(world["clip"]), _samples(), settings, progress=False)
+    extra = train_layernorms(load_clip(world["clip"]), _samples(), settings, progress=False,
+                             negative_names=NOVEL)  # fmt: skip
+    assert plain["losses"][0] != extra["losses"][0]
+
+
 def test_loss_is_sigmoid_bce_on_100_cos():
     emb, text = torch.randn(5, 8), torch.randn(3, 8)
     labels = torch.tensor([0, 2, 1, 1, 0])

@@ -13,7 +13,7 @@ Details: ezsd/offline/renormalization.py; measured figures: docs/RENORMALIZATION
 Examples:
   # ShapesOVD with the small CLIP (about 1-2 minutes on 2 CPU cores)
   tools/finetune_clip.py --clip weights/shapes_clip_vit.pt --train-dataset shapes_ovd_train \\
-      --val-dataset shapes_ovd_val --output-dir output/renorm_shapes --epochs 2 \\
+      --val-dataset shapes_ovd_val --output-dir output/renorm_shapes --epochs 1 \\
       --clean-domain-images 600
   # COCO, the paper's recipe (12 epochs, 4 images per iteration)
   tools/finetune_clip.py --clip ViT-B/32 --train-dataset coco_ovd_train \\
@@ -27,7 +27,7 @@ from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
 import ezsd  # noqa: F401  (registers the builtin datasets)
-from ezsd.clip import DEFAULT_PROMPTS, ENSEMBLE_PROMPTS, clip_checkpoint_hash
+from ezsd.clip import add_prompt_arguments, clip_checkpoint_hash, prompts_from_args
 from ezsd.offline.renormalization import RenormSettings, base_box_samples, renormalize_clip
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 
@@ -59,10 +59,7 @@ def parse_args(argv=None):
                    help="also score crops against the novel NAMES, as negatives only (not in the "
                         "official recipe; counters drift toward novel names, see "
                         "docs/RENORMALIZATION.md)")
-    prompts = p.add_mutually_exclusive_group()
-    prompts.add_argument("--prompt", action="append", help="template with '{}' (repeatable); "
-                         f"default '{DEFAULT_PROMPTS[0]}'")
-    prompts.add_argument("--ensemble", action="store_true", help="the built-in prompt ensemble")
+    add_prompt_arguments(p)
     p.add_argument("--seed", type=int, default=d.seed, help="image order per epoch")
     p.add_argument("--max-train-images", type=int, help="train on the first N images only")
     p.add_argument("--max-val-images", type=int, help="evaluate on the first N images only")
@@ -110,7 +107,7 @@ def _clean_domain(num, class_names):
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="ezsd", abbrev_name="ezsd")
-    prompts = ENSEMBLE_PROMPTS if args.ensemble else tuple(args.prompt or DEFAULT_PROMPTS)
+    prompts = prompts_from_args(args)
     settings = RenormSettings(
         epochs=args.epochs, images_per_batch=args.images_per_batch, lr=args.lr,
         weight_decay=args.weight_decay, grad_clip=args.grad_clip, tune_text_ln=args.tune_text_ln,

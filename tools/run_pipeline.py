@@ -47,7 +47,8 @@ def parse_args(argv=None):
                    help="DETECTRON2_DATASETS for this run (default OUTPUT_DIR/datasets)")
     p.add_argument("--num-train", type=int, default=1000)
     p.add_argument("--num-val", type=int, default=200)
-    p.add_argument("--renorm-epochs", type=int, default=2)
+    p.add_argument("--renorm-epochs", type=int, default=1,
+                   help="longer tuning drifts base crops to novel names (docs/RENORMALIZATION.md)")
     p.add_argument("--max-iter", type=int, default=None, help="training iterations (config default)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="extra train_net.py config options, KEY VALUE ...")
