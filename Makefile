@@ -26,8 +26,10 @@ $(STAMP): requirements.txt setup.py
 	$(PY) -c "import detectron2, clip, ezsd"
 	touch $(STAMP)
 
+# Demo scale: a CPU-sized run of every stage (tools/run_pipeline.py --help for the full-size one).
 demo: $(STAMP)
-	$(PY) tools/run_pipeline.py --output-dir output/demo
+	OMP_NUM_THREADS=2 $(PY) tools/run_pipeline.py --output-dir output/demo \
+		--num-train 200 --num-val 50 --max-iter 150
 
 test: $(STAMP)
 	$(PY) -m pytest tests
