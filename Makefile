@@ -29,7 +29,7 @@ $(STAMP): requirements.txt setup.py
 # Demo scale: a CPU-sized run of every stage (tools/run_pipeline.py --help for the full-size one).
 demo: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) tools/run_pipeline.py --output-dir output/demo \
-		--num-train 200 --num-val 50 --max-iter 150
+		--num-train 100 --num-val 40 --max-iter 100
 
 test: $(STAMP)
 	$(PY) -m pytest tests

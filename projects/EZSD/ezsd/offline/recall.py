@@ -19,9 +19,10 @@ from ezsd.utils.errors import UserInputError, exit_on_user_error
 __all__ = ["proposal_recall"]
 
 
-def proposal_recall(dataset, proposals_dir, ks=(100, 300), iou=0.5, group="novel"):
+def proposal_recall(dataset, proposals_dir, ks=(100, 300), iou=0.5, group="novel", max_images=None):
     """Recall at IoU `iou` of the `group` ("novel", "base" or "all") GT boxes by the top-k stored
-    proposals, for each k, over the images that have a proposal file. Returns a dict."""
+    proposals, for each k, over the images that have a proposal file (among the first
+    `max_images` by id, if given). Returns a dict."""
     import ezsd  # noqa: F401  (registers the builtin datasets)
 
     if dataset not in DatasetCatalog.list():
@@ -31,7 +32,10 @@ def proposal_recall(dataset, proposals_dir, ks=(100, 300), iou=0.5, group="novel
     hits = {k: 0 for k in ks}
     num_gt = num_images = 0
     encodings = []
-    for record in DatasetCatalog.get(dataset):
+    from .sharding import image_order_key
+
+    records = sorted(DatasetCatalog.get(dataset), key=image_order_key)
+    for record in records[:max_images]:
         path = os.path.join(proposals_dir, f"{record['image_id']}.npz")
         if not os.path.exists(path):
             continue
@@ -65,9 +69,11 @@ def main(argv=None):
     p.add_argument("--k", default="100,300")
     p.add_argument("--iou", type=float, default=0.5)
     p.add_argument("--group", choices=("novel", "base", "all"), default="novel")
+    p.add_argument("--max-images", type=int, help="the first N images (by id) only")
     args = p.parse_args(argv)
     ks = tuple(int(k) for k in args.k.split(","))
-    print(json.dumps(proposal_recall(args.dataset, args.proposals, ks, args.iou, args.group)))
+    print(json.dumps(proposal_recall(args.dataset, args.proposals, ks, args.iou, args.group,
+                                     args.max_images)))
 
 
 if __name__ == "__main__":
