@@ -22,7 +22,7 @@ import logging
 from detectron2.utils.logger import setup_logger
 
 import ezsd  # noqa: F401  (registers the builtin datasets)
-from ezsd.clip import DEFAULT_PROMPTS, ENSEMBLE_PROMPTS
+from ezsd.clip import add_prompt_arguments, prompts_from_args
 from ezsd.offline.anchors import ANCHOR_PRESETS
 from ezsd.offline.pipeline import STAGES, PrecomputeConfig, measure_ceiling, run_precompute
 from ezsd.offline.proposals import MODES, ProposalSettings
@@ -51,10 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--clip", help="CLIP (file or OpenAI name) that makes the targets: the re-normalized one")
     p.add_argument("--proposal-clip", help="CLIP that scores proposals (default: --clip)")
     p.add_argument("--proposals", help="proposal folder (default: OUTPUT/proposals)")
-    prompts = p.add_mutually_exclusive_group()
-    prompts.add_argument("--prompt", action="append", help="template with '{}' (repeatable); "
-                         f"default '{DEFAULT_PROMPTS[0]}'")
-    prompts.add_argument("--ensemble", action="store_true", help="the built-in prompt ensemble")
+    add_prompt_arguments(p)
 
     g = p.add_argument_group("CLIP proposals")
     g.add_argument("--proposal-mode", choices=MODES, default="exhaustive")
@@ -119,7 +116,7 @@ def build_config(args):
     )  # fmt: skip
     features = FeatureSettings(gt_iou_thresh=args.gt_iou, drop_base_argmax=args.drop_base_argmax,
                                top_k=args.regions_per_image)  # fmt: skip
-    prompts = ENSEMBLE_PROMPTS if args.ensemble else tuple(args.prompt or DEFAULT_PROMPTS)
+    prompts = prompts_from_args(args)
     return PrecomputeConfig(
         dataset=args.dataset, output=args.output, stage=args.stage, clip=args.clip,
         proposal_clip=args.proposal_clip, proposals_dir=args.proposals, prompts=prompts,
