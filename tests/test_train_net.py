@@ -13,7 +13,7 @@ from ezsd.clip import save_clip_checkpoint
 from ezsd.data.shapes_ovd import generate_shapes_ovd
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R18_FPN.yaml")
+CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN.yaml")
 EMBED_DIM = 32
 
 

@@ -26,7 +26,7 @@ from ezsd.utils.file_io import atomic_write_json
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SMALL_CLIP = os.path.join(REPO, "weights", "shapes_clip_vit.pt")
-CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R18_FPN.yaml")
+CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN.yaml")
 
 # What each variant switches on. The ablation of the paper, read from left to right: CLIP
 # re-normalization, CLIP proposals (here: the only distillation regions), semantic regression.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train and evaluate an EZSD detector.
 
-    tools/train_net.py --config-file configs/ShapesOVD/ezsd_R18_FPN.yaml
+    tools/train_net.py --config-file configs/ShapesOVD/ezsd_R_18_FPN.yaml
     tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
     tools/train_net.py --config-file CFG --num-gpus 8            # multi-GPU through launch
 """
