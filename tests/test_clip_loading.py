@@ -6,21 +6,11 @@ import urllib.error
 import clip
 import pytest
 import torch
-from clip.model import CLIP
 
 from ezsd.clip import clip_checkpoint_hash, load_clip, save_clip_checkpoint
 from ezsd.utils.errors import UserInputError
 
-
-def tiny_clip(seed=0):
-    """The smallest CLIP of OpenAI's architecture that build_model can re-infer from its shapes
-    (it takes heads = width // 64, so widths are 64) with the real 49,408-token vocabulary."""
-    torch.manual_seed(seed)
-    return CLIP(
-        embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
-        context_length=16, vocab_size=49408, transformer_width=64, transformer_heads=1,
-        transformer_layers=1,
-    ).eval()  # fmt: skip
+from tiny_clip import tiny_clip
 
 
 def _outputs(model):

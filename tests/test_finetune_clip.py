@@ -11,7 +11,6 @@ import clip
 import numpy as np
 import pytest
 import torch
-from clip.model import CLIP
 from detectron2.data import DatasetCatalog
 from PIL import Image
 
@@ -22,21 +21,14 @@ from ezsd.offline.renormalization import (
     layernorm_parameter_names, renormalization_loss, train_layernorms,
 )  # fmt: skip
 
+from tiny_clip import tiny_clip
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "finetune_clip.py")
 BASE, NOVEL = ["apple", "brick", "lemon"], ["lime"]
 COLOURS = {"apple": (200, 30, 30), "brick": (150, 70, 40), "lemon": (230, 220, 40),
            "lime": (60, 200, 40)}  # fmt: skip
 TRAIN, VAL, VAL_AS_TRAIN = "test_renorm_train", "test_renorm_val", "test_renorm_val_as_train"
-
-
-def tiny_clip(seed=0):
-    torch.manual_seed(seed)
-    return CLIP(
-        embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
-        context_length=16, vocab_size=49408, transformer_width=64, transformer_heads=1,
-        transformer_layers=1,
-    ).eval()  # fmt: skip
 
 
 def _write_split(folder, names, num_images, seed):

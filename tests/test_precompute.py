@@ -16,7 +16,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from clip.model import CLIP
 from detectron2.data import DatasetCatalog
 
 from ezsd.clip import save_clip_checkpoint
@@ -30,6 +29,8 @@ from ezsd.offline.proposals import (
 from ezsd.offline.region_features import FeatureSettings, base_gt_filter, select_regions
 from ezsd.offline.sharding import shard_records
 from ezsd.utils.errors import UserInputError
+
+from tiny_clip import tiny_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "precompute_clip_features.py")
@@ -70,8 +71,7 @@ def world(tmp_path_factory):
                 novel_annotated=novel_annotated,
                 thing_classes=CATEGORY_NAMES if novel_annotated else base,
             )  # fmt: skip
-    torch.manual_seed(0)
-    model = CLIP(32, 32, 2, 64, 8, 16, 49408, 64, 1, 1)  # ViT tower, 32 px input, 32-d embedding
+    model = tiny_clip()
     clip_path = root / "tiny_clip.pt"
     save_clip_checkpoint(model, str(clip_path))
     return dict(root=root, clip=str(clip_path), tool=_load_tool())
@@ -81,6 +81,28 @@ def _run(world, out, *extra, dataset=TRAIN):
     argv = ["--dataset", dataset, "--clip", world["clip"], "--output", str(out), "--no-progress",
             "--batch-size", "64", *ANCHORS, *extra]  # fmt: skip
     return world["tool"].main(argv)
+
+
+def _tool_command(world, out):
+    """Environment and command line of the tool as a separate process."""
+    env = dict(os.environ, DETECTRON2_DATASETS=str(world["root"]), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, TOOL, "--dataset", "shapes_ovd_train", "--clip", world["clip"],
+           "--output", str(out), "--no-progress", "--batch-size", "64", *ANCHORS]  # fmt: skip
+    return env, cmd
+
+
+def _single_run(world):
+    """The uninterrupted one-process run that resumed, sharded and multi-rank runs must equal."""
+    single = world["root"] / "single"
+    if not (single / "manifest.json").exists():
+        _run(world, single)
+    return single
+
+
+def _assert_same_store(reference, out):
+    for sub in ("regions", "proposals"):
+        _assert_same_arrays(_arrays(str(reference / sub)), _arrays(str(out / sub)))
+    assert FeatureStore(str(out)).manifest["images"] == FeatureStore(str(reference)).manifest["images"]
 
 
 def _arrays(folder):
@@ -231,9 +253,7 @@ def test_store_is_readable_compact_and_base_only(world):
 
 
 def test_two_shards_union_equals_single_run(world):
-    single = world["root"] / "single"
-    if not (single / "manifest.json").exists():
-        _run(world, single)
+    single = _single_run(world)
     sharded = world["root"] / "sharded"
     first = _run(world, sharded, "--num-shards", "2", "--shard-id", "1")
     assert first["images"] == NUM_TRAIN // 2 and not first["merged"]
@@ -267,13 +287,9 @@ def test_resume_skips_finished_images_and_stale_temps(world):
 
 def test_killed_run_then_resumed_gives_the_same_files(world):
     """SIGKILL a real subprocess mid-way, resume it, compare with an uninterrupted run."""
-    single = world["root"] / "single"
-    if not (single / "manifest.json").exists():
-        _run(world, single)
+    single = _single_run(world)
     out = world["root"] / "killed"
-    env = dict(os.environ, DETECTRON2_DATASETS=str(world["root"]), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, TOOL, "--dataset", "shapes_ovd_train", "--clip", world["clip"],
-           "--output", str(out), "--no-progress", "--batch-size", "64", *ANCHORS]  # fmt: skip
+    env, cmd = _tool_command(world, out)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
@@ -286,9 +302,7 @@ def test_killed_run_then_resumed_gives_the_same_files(world):
     assert len(glob.glob(str(out / "regions" / "*.npz"))) < NUM_TRAIN
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    for sub in ("regions", "proposals"):
-        _assert_same_arrays(_arrays(str(single / sub)), _arrays(str(out / sub)))
-    assert FeatureStore(str(out)).manifest["images"] == FeatureStore(str(single)).manifest["images"]
+    _assert_same_store(single, out)
     assert not _temp_files(str(out))
 
 
@@ -318,22 +332,17 @@ def test_bad_input_is_a_one_line_error(world, capsys):
 
 def test_torchrun_ranks_take_one_shard_each(world):
     """torchrun --nproc-per-node 2 (gloo on CPU): the same store as one process."""
-    single = world["root"] / "single"
-    if not (single / "manifest.json").exists():
-        _run(world, single)
+    single = _single_run(world)
     out = world["root"] / "ddp"
-    env = dict(os.environ, DETECTRON2_DATASETS=str(world["root"]), OMP_NUM_THREADS="1")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+    env, cmd = _tool_command(world, out)
+    torchrun = ["-m", "torch.distributed.run", "--nproc-per-node", "2",
                 "--master-port", str(29500 + os.getpid() % 1000)]  # fmt: skip
-    cmd = [*torchrun, TOOL, "--dataset", "shapes_ovd_train", "--clip", world["clip"],
-           "--output", str(out), "--no-progress", "--batch-size", "64", *ANCHORS]  # fmt: skip
+    cmd = [cmd[0], *torchrun, *cmd[1:]]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     log = done.stdout + done.stderr
     assert "shard 0 of 2 (rank 0 of 2)" in log and "shard 1 of 2 (rank 1 of 2)" in log
-    for sub in ("regions", "proposals"):
-        _assert_same_arrays(_arrays(str(single / sub)), _arrays(str(out / sub)))
-    assert FeatureStore(str(out)).manifest["images"] == FeatureStore(str(single)).manifest["images"]
+    _assert_same_store(single, out)
 
 
 def test_unreadable_image_is_skipped_and_listed_or_fatal_with_strict(world, capsys):

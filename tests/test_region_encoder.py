@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from clip.model import CLIP
 from PIL import Image
 
 from ezsd.clip import (
     crop_boxes, crop_classification_accuracy, crop_regions, encode_regions, save_clip_checkpoint,
 )  # fmt: skip
 from ezsd.clip.regions import CLIP_MEAN, CLIP_STD
+
+from tiny_clip import tiny_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN, STD = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
@@ -52,8 +53,7 @@ def image():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return CLIP(32, 32, 2, 64, 8, 16, 49408, 64, 1, 1).eval()  # tiny ViT CLIP, 32 px input
+    return tiny_clip()
 
 
 def reference_crop(image, box, resolution, scale=1.2, min_size=10.0):

@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from clip.model import CLIP
 from detectron2.data import MetadataCatalog
 
 from ezsd.clip import (
@@ -17,6 +16,8 @@ from ezsd.clip import (
 )  # fmt: skip
 from ezsd.utils.errors import UserInputError
 
+from tiny_clip import tiny_clip
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "dump_text_embeddings.py")
 NAMES = ["cat", "bow_(weapon)", "bow_(decorative_ribbons)", "traffic light"]
@@ -24,8 +25,7 @@ NAMES = ["cat", "bow_(weapon)", "bow_(decorative_ribbons)", "traffic light"]
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return CLIP(32, 32, 2, 64, 8, 16, 49408, 64, 1, 1).eval()  # tiny ViT CLIP, context 16
+    return tiny_clip()
 
 
 @pytest.fixture(scope="module")

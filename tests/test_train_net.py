@@ -5,16 +5,15 @@ import os
 import subprocess
 import sys
 
-import clip
 import pytest
-import torch
 
 from ezsd.clip import save_clip_checkpoint
 from ezsd.data.shapes_ovd import generate_shapes_ovd
 
+from tiny_clip import EMBED_DIM, tiny_clip
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN.yaml")
-EMBED_DIM = 32
 
 
 def _tool(name, *args, env):
@@ -27,12 +26,7 @@ def workspace(tmp_path_factory):
     """Data, tiny CLIP, text embeddings and region features, made with the real tools."""
     root = tmp_path_factory.mktemp("train_net")
     generate_shapes_ovd(str(root / "shapes_ovd"), seed=0, num_train=6, num_val=3, image_size=128)
-    torch.manual_seed(0)
-    model = clip.model.CLIP(
-        embed_dim=EMBED_DIM, image_resolution=32, vision_layers=2, vision_width=64,
-        vision_patch_size=8, context_length=16, vocab_size=49408, transformer_width=64,
-        transformer_heads=1, transformer_layers=1,
-    )  # fmt: skip
+    model = tiny_clip()
     clip_file = root / "clip.pt"
     save_clip_checkpoint(model, str(clip_file))
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1")
