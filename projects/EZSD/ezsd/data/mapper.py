@@ -11,7 +11,6 @@ and `is_gt` (K,).
 
 import json
 import logging
-import os
 
 import numpy as np
 import torch
@@ -21,22 +20,14 @@ from detectron2.data import DatasetMapper, MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
 from ezsd.utils.errors import UserInputError
+from ezsd.utils.file_io import resolve_data_path
 
 from .feature_store import FeatureStore
+from .text_embedding_file import names_path
 
-__all__ = ["EZSDDatasetMapper", "resolve_data_path", "transform_regions"]
+__all__ = ["EZSDDatasetMapper", "transform_regions"]
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_data_path(path):
-    """A relative data path is looked up under $DETECTRON2_DATASETS (default "datasets") first,
-    then as given; an absolute path is returned as is."""
-    if not path or os.path.isabs(path):
-        return path
-    root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-    rooted = os.path.join(root, path)
-    return rooted if os.path.exists(rooted) or not os.path.exists(path) else path
 
 
 def transform_regions(regions, transforms, image_shape, num_proposals, rng=np.random):
@@ -180,7 +171,7 @@ def _text_embeddings_clip_hash(path):
     if not path or not path.endswith(".npy"):
         return None
     try:
-        with open(path[: -len(".npy")] + ".names.json") as f:
+        with open(names_path(path)) as f:
             return json.load(f).get("clip_hash")
     except (OSError, ValueError, AttributeError):
         return None

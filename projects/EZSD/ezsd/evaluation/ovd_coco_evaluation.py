@@ -1,5 +1,4 @@
 """COCO-style evaluation that also reports AP on the base and on the novel classes."""
-import json
 import os
 
 import numpy as np
@@ -11,6 +10,7 @@ from ezsd.utils.file_io import atomic_write_json
 __all__ = ["OVDCOCOEvaluator", "subset_average_precision"]
 
 OVD_METRICS_FILE = "ovd_metrics.json"
+OVD_METRICS = tuple(f"{m}_{g}" for m in ("AP50", "AP") for g in ("base", "novel", "all"))
 
 
 def subset_average_precision(coco_eval, class_names, iou=None):
@@ -54,6 +54,16 @@ class OVDCOCOEvaluator(COCOEvaluator):
                 cat_ids = sorted(self._coco_api.getCatIds())
                 self._metadata.thing_dataset_id_to_contiguous_id = {c: i for i, c in enumerate(cat_ids)}
 
+    def evaluate(self, img_ids=None):
+        results = super().evaluate(img_ids)
+        ovd = {
+            task: {k: v for k, v in metrics.items() if k in OVD_METRICS}
+            for task, metrics in results.items() if task != "box_proposals"
+        }  # fmt: skip
+        if self._output_dir and ovd:  # results are empty off the main process
+            atomic_write_json(os.path.join(self._output_dir, OVD_METRICS_FILE), ovd, indent=1)
+        return results
+
     def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
         results = super()._derive_coco_results(coco_eval, iou_type, class_names)
         if iou_type == "keypoints":
@@ -70,13 +80,5 @@ class OVDCOCOEvaluator(COCOEvaluator):
                     float("nan") if coco_eval is None else subset_average_precision(coco_eval, names, iou)
                 )
         self._logger.info(f"Open-vocabulary {iou_type} results:\n" + create_small_table(ovd))
-        if self._output_dir:
-            path = os.path.join(self._output_dir, OVD_METRICS_FILE)
-            previous = {}
-            if os.path.exists(path):  # one file for all tasks (bbox, segm) of this evaluation
-                with open(path) as f:
-                    previous = json.load(f)
-            previous[iou_type] = ovd
-            atomic_write_json(path, previous, indent=1)
         results.update(ovd)
         return results

@@ -22,9 +22,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.utils.events import get_event_storage
 
-from ezsd.data.mapper import resolve_data_path
 from ezsd.data.text_embedding_file import load_text_embeddings
 from ezsd.utils.errors import UserInputError
+from ezsd.utils.file_io import resolve_data_path
 
 __all__ = ["EZSDPredictor", "load_vocabulary_file", "dataset_class_names"]
 

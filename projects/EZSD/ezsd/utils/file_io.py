@@ -4,7 +4,7 @@ import json
 import os
 import tempfile
 
-__all__ = ["atomic_write", "atomic_write_json"]
+__all__ = ["atomic_write", "atomic_write_json", "resolve_data_path"]
 
 
 @contextlib.contextmanager
@@ -29,3 +29,13 @@ def atomic_write(path, mode="wb"):
 def atomic_write_json(path, obj, indent=None):
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=indent)
+
+
+def resolve_data_path(path):
+    """A relative data path is looked up under $DETECTRON2_DATASETS (default "datasets") first,
+    then as given; an absolute path is returned as is."""
+    if not path or os.path.isabs(path):
+        return path
+    root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+    rooted = os.path.join(root, path)
+    return rooted if os.path.exists(rooted) or not os.path.exists(path) else path
