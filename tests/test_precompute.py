@@ -24,7 +24,8 @@ from ezsd.data.feature_store import FeatureStore
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, generate_shapes_ovd
 from ezsd.offline.anchors import dense_anchors, num_dense_anchors
 from ezsd.offline.proposals import (
-    ProposalSettings, clip_objectness, fast_proposals, nms_top_k, resolve_logit_scale,
+    ProposalSettings, clip_objectness, compute_proposals, fast_proposals, nms_top_k,
+    resolve_logit_scale,
 )  # fmt: skip
 from ezsd.offline.region_features import FeatureSettings, base_gt_filter, select_regions
 from ezsd.offline.sharding import shard_records
@@ -213,6 +214,21 @@ def test_fast_mode_scores_few_boxes():
     assert out["num_encodings"] * 2 < exhaustive
     assert out["objectness"][0] > 0.7  # the search climbs from IoU 0.21 (best coarse box)
     assert (out["objectness"][:-1] >= out["objectness"][1:]).all()
+
+
+def test_random_mode_draws_anchors_seeded_by_the_image_without_clip():
+    settings = ProposalSettings(mode="random", stride=8, sizes=(16, 32), ratios=(1,), top_k=20)
+    image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    out = compute_proposals(None, image, settings)  # no scorer: nothing is encoded
+    anchors = dense_anchors(64, 64, 8, (16, 32), (1,))
+    assert out["num_encodings"] == 0 and out["boxes"].shape == (20, 4)
+    assert len({tuple(b) for b in out["boxes"].tolist()}) == 20  # without replacement
+    assert all((anchors == b).all(dim=1).any() for b in out["boxes"])
+    assert (out["confidence"] == 1).all() and (out["clip_class"] == -1).all()
+    again = compute_proposals(None, image.clone(), settings)
+    other = compute_proposals(None, 255 - image, settings)
+    assert torch.equal(out["boxes"], again["boxes"])
+    assert not torch.equal(out["boxes"], other["boxes"])
 
 
 # ---------------------------------------------------------------- the tool, end to end

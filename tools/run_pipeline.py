@@ -5,12 +5,14 @@
 
 Stages (each is skipped when its outputs exist, so an interrupted run resumes):
   data      datasets/prepare_shapes_ovd.py          -> DATA/shapes_ovd/
-  renorm    tools/finetune_clip.py                  -> OUT/renorm/clip_renormalized.pt
-  text      tools/dump_text_embeddings.py           -> OUT/text/{train,test}.npy
-  features  tools/precompute_clip_features.py       -> OUT/features/
-  train     tools/train_net.py (trains, then evaluates on val with base+novel names)
+  renorm    tools/finetune_clip.py                  -> SHARED/renorm/clip_renormalized.pt
+  text      tools/dump_text_embeddings.py           -> SHARED/text_{raw,renorm}/{train,test}.npy
+  features  tools/precompute_clip_features.py       -> SHARED/features_{raw,renorm}_{fast,random}/
+  train     tools/train_net.py (trains, then evaluates on val with base+novel names) -> OUT/train/
 and writes OUT/results.json with the open-vocabulary AP figures and the time of every stage.
-Every stage runs the same command a COCO user runs, with ShapesOVD settings.
+Every stage runs the same command a COCO user runs, with ShapesOVD settings. SHARED is OUT unless
+--shared-dir is given: tools/run_ablation.py points all variants at one, so each stage output is
+made once for the variants that share it.
 """
 import argparse
 import json
@@ -28,12 +30,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_CLIP = os.path.join(REPO, "weights", "shapes_clip_vit.pt")
 CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN.yaml")
 
-# What each variant switches on. The ablation of the paper, read from left to right: CLIP
-# re-normalization, CLIP proposals (here: the only distillation regions), semantic regression.
+# What each variant switches on; the paper's ablation read from top to bottom. `proposals` is the
+# precompute --proposal-mode of the distilled regions: None (no distillation), "random" (regions
+# not chosen by CLIP, as in ViLD) or "fast" (CLIP proposals).
 VARIANTS = {
-    "no_distill": dict(renorm=False, distill=False, semantic_regression=False),
-    "renorm_clip_proposals": dict(renorm=True, distill=True, semantic_regression=False),
-    "full": dict(renorm=True, distill=True, semantic_regression=True),
+    "no_distill": dict(renorm=False, proposals=None, semantic_regression=False),
+    "vild_like": dict(renorm=False, proposals="random", semantic_regression=False),
+    "renorm": dict(renorm=True, proposals="random", semantic_regression=False),
+    "renorm_clip_proposals": dict(renorm=True, proposals="fast", semantic_regression=False),
+    "full": dict(renorm=True, proposals="fast", semantic_regression=True),
 }
 
 
@@ -44,12 +49,16 @@ def parse_args(argv=None):
     p.add_argument("--novel", default=",".join(DEFAULT_NOVEL_CLASSES), help="novel class names")
     p.add_argument("--variant", default="full", choices=sorted(VARIANTS))
     p.add_argument("--data-dir", default=None,
-                   help="DETECTRON2_DATASETS for this run (default OUTPUT_DIR/datasets)")
+                   help="DETECTRON2_DATASETS for this run (default SHARED_DIR/datasets)")
+    p.add_argument("--shared-dir", default=None,
+                   help="where the stages before training write (default OUTPUT_DIR)")
     p.add_argument("--num-train", type=int, default=1000)
     p.add_argument("--num-val", type=int, default=200)
     p.add_argument("--renorm-epochs", type=int, default=1,
                    help="longer tuning drifts base crops to novel names (docs/RENORMALIZATION.md)")
     p.add_argument("--max-iter", type=int, default=None, help="training iterations (config default)")
+    p.add_argument("--eval-period", type=int, default=0,
+                   help="also evaluate every this many iterations (results.json 'curve')")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="extra train_net.py config options, KEY VALUE ...")
     return p.parse_args(argv)
@@ -61,12 +70,14 @@ class Pipeline:
     def __init__(self, args):
         self.args = args
         self.out = os.path.abspath(args.output_dir)
-        self.data_root = os.path.abspath(args.data_dir or os.path.join(self.out, "datasets"))
+        self.shared = os.path.abspath(args.shared_dir or args.output_dir)
+        self.data_root = os.path.abspath(args.data_dir or os.path.join(self.shared, "datasets"))
         self.variant = VARIANTS[args.variant]
         self.novel = [n.strip() for n in args.novel.split(",") if n.strip()]
         self.env = dict(os.environ, DETECTRON2_DATASETS=self.data_root)
         self.stage_seconds = {}
         self.clip_file = SMALL_CLIP
+        self.clip_tag = "raw"  # which CLIP made the text embeddings and features: raw or renorm
 
     def run_tool(self, stage, script, *args):
         """Run one tool; its output goes to OUT/logs/STAGE.log. A failure ends the pipeline with
@@ -119,17 +130,18 @@ class Pipeline:
     def renorm(self):
         if not self.variant["renorm"]:
             return
-        folder = os.path.join(self.out, "renorm")
+        folder = os.path.join(self.shared, "renorm")
         renormalized = os.path.join(folder, "clip_renormalized.pt")
         self.stage("renorm", lambda: os.path.exists(renormalized), lambda: self.run_tool(
             "renorm", "tools/finetune_clip.py", "--clip", SMALL_CLIP, "--train-dataset",
             "shapes_ovd_train", "--val-dataset", "shapes_ovd_val", "--output-dir", folder,
             "--epochs", self.args.renorm_epochs, "--no-progress",
         ))  # fmt: skip
-        self.clip_file = renormalized
+        self.clip_file, self.clip_tag = renormalized, "renorm"
 
     def text(self):
-        self.text_files = {s: os.path.join(self.out, "text", f"{s}.npy") for s in ("train", "test")}
+        folder = os.path.join(self.shared, f"text_{self.clip_tag}")
+        self.text_files = {s: os.path.join(folder, f"{s}.npy") for s in ("train", "test")}
 
         def run():
             for split, dataset in (("train", "shapes_ovd_train"), ("test", "shapes_ovd_val")):
@@ -139,33 +151,37 @@ class Pipeline:
         self.stage("text", lambda: all(map(os.path.exists, self.text_files.values())), run)
 
     def features(self):
-        self.feature_dir = os.path.join(self.out, "features")
-        if not self.variant["distill"]:
+        mode = self.variant["proposals"]
+        self.feature_dir = os.path.join(self.shared, f"features_{self.clip_tag}_{mode}")
+        if mode is None:
             return
         self.stage(
             "features", lambda: os.path.exists(os.path.join(self.feature_dir, "manifest.json")),
             lambda: self.run_tool(
                 "features", "tools/precompute_clip_features.py", "--dataset", "shapes_ovd_train",
                 "--output", self.feature_dir, "--clip", self.clip_file, "--anchor-preset", "shapes",
-                "--proposal-mode", "fast", "--no-progress",
+                "--proposal-mode", mode, "--no-progress",
             ),
         )  # fmt: skip
 
     def train(self):
         train_dir = os.path.join(self.out, "train")
         self.metrics_file = os.path.join(train_dir, "inference", "shapes_ovd_val", "ovd_metrics.json")
+        distill = self.variant["proposals"] is not None
         opts = [
             "OUTPUT_DIR", train_dir, "MODEL.DEVICE", "cpu", "SEED", self.args.seed,
             "MODEL.EZSD.CLIP.MODEL", self.clip_file,
             "MODEL.EZSD.TEXT_EMBEDDINGS", self.text_files["train"],
             "MODEL.EZSD.TEST_TEXT_EMBEDDINGS", self.text_files["test"],
             "MODEL.ROI_HEADS.NUM_CLASSES", len(self._base_classes()),
-            "MODEL.EZSD.DISTILL.ENABLED", self.variant["distill"],
-            "MODEL.EZSD.DISTILL.FEATURES", self.feature_dir if self.variant["distill"] else "",
+            "MODEL.EZSD.DISTILL.ENABLED", distill,
+            "MODEL.EZSD.DISTILL.FEATURES", self.feature_dir if distill else "",
             "MODEL.EZSD.SEMANTIC_REGRESSION", self.variant["semantic_regression"],
         ]  # fmt: skip
         if self.args.max_iter:
             opts += ["SOLVER.MAX_ITER", self.args.max_iter]
+        if self.args.eval_period:
+            opts += ["TEST.EVAL_PERIOD", self.args.eval_period]
         self.stage("train", lambda: os.path.exists(self.metrics_file), lambda: self.run_tool(
             "train", "tools/train_net.py", "--config-file", CONFIG, "--resume", *opts,
             *self.args.opts,
@@ -175,6 +191,17 @@ class Pipeline:
         with open(os.path.join(self.data_root, "shapes_ovd", "split.json")) as f:
             return json.load(f)["base"]
 
+    def _curve(self):
+        """[iteration, AP50_base, AP50_novel] of every evaluation during training (detectron2's
+        EvalHook logs them to metrics.json), the final one included."""
+        with open(os.path.join(self.out, "train", "metrics.json")) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        # A periodic evaluation is logged at iteration k-1 after k iterations, the final one (run
+        # after the loop) at MAX_ITER: clamp to the iterations trained.
+        trained = max((r["iteration"] + 1 for r in rows if "total_loss" in r), default=0)
+        return [[min(r["iteration"] + 1, trained), round(r["bbox/AP50_base"], 2),
+                 round(r["bbox/AP50_novel"], 2)] for r in rows if "bbox/AP50_novel" in r]  # fmt: skip
+
     def results(self, started):
         with open(self.metrics_file) as f:
             bbox = json.load(f)["bbox"]
@@ -183,6 +210,7 @@ class Pipeline:
         results.update(
             variant=self.args.variant, seed=self.args.seed, novel_classes=self.novel,
             stage_seconds=self.stage_seconds, wall_seconds=round(time.time() - started, 1),
+            curve=self._curve(),
         )  # fmt: skip
         atomic_write_json(os.path.join(self.out, "results.json"), results, indent=1)
         return results

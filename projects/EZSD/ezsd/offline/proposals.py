@@ -19,9 +19,17 @@ Two ways to choose the candidates:
   finely. Boxes already scored (IoU >= 0.95 with one) are not scored again.
   The final NMS + top-K runs over every box scored. About 10x fewer encodings than exhaustive on
   ShapesOVD (docs/PRECOMPUTE.md has the measured recall and cost of both modes).
+
+A third mode is the ablation's baseline, not a CLIP proposal method:
+
+* random: `top_k` dense anchors drawn uniformly, no CLIP encoding; every box gets confidence 1
+  (uniform distillation weights) and CLIP class -1. These are regions *not* chosen by CLIP, as in
+  ViLD-style distillation (the `vild_like` variant of tools/run_pipeline.py). The draw is seeded
+  by the image's bytes, so every run and every shard split gives an image the same boxes.
 """
 import dataclasses
 import math
+import zlib
 from typing import Optional, Tuple
 
 import torch
@@ -34,10 +42,11 @@ from .anchors import clip_boxes, dense_anchors
 
 __all__ = [
     "ProposalSettings", "CropScorer", "resolve_logit_scale", "clip_objectness", "nms_top_k",
-    "exhaustive_proposals", "fast_proposals", "coarse_anchors", "compute_proposals",
+    "exhaustive_proposals", "fast_proposals", "random_proposals", "coarse_anchors",
+    "compute_proposals",
 ]  # fmt: skip
 
-MODES = ("exhaustive", "fast")
+MODES = ("exhaustive", "fast", "random")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +198,22 @@ def fast_proposals(scorer, image, settings):
     return _result(boxes, scores, settings, scorer.num_encodings - start)
 
 
+def random_proposals(image, settings):
+    """`settings.top_k` dense anchors drawn without replacement (module docstring)."""
+    height, width = image.shape[-2:]
+    boxes = dense_anchors(height, width, settings.stride, settings.sizes, settings.ratios)
+    generator = torch.Generator().manual_seed(zlib.crc32(image.cpu().numpy().tobytes()))
+    keep = torch.randperm(boxes.shape[0], generator=generator)[: settings.top_k]
+    num = keep.shape[0]
+    return dict(
+        boxes=boxes[keep], objectness=torch.zeros(num), confidence=torch.ones(num),
+        clip_class=torch.full((num,), -1, dtype=torch.long), num_encodings=0,
+    )  # fmt: skip
+
+
 def compute_proposals(scorer, image, settings):
     """Proposals of one image (CHW uint8 tensor on the scorer's device) in `settings.mode`."""
+    if settings.mode == "random":
+        return random_proposals(image, settings)
     fn = fast_proposals if settings.mode == "fast" else exhaustive_proposals
     return fn(scorer, image, settings)
