@@ -7,6 +7,7 @@ import glob
 import importlib.util
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -302,24 +303,33 @@ def test_resume_skips_finished_images_and_stale_temps(world):
 
 
 def test_killed_run_then_resumed_gives_the_same_files(world):
-    """SIGKILL a real subprocess mid-way, resume it, compare with an uninterrupted run."""
+    """SIGKILL a real subprocess at a (seeded) random image, resume it, compare with an
+    uninterrupted run; no image is computed twice."""
     single = _single_run(world)
     out = world["root"] / "killed"
     env, cmd = _tool_command(world, out)
+    kill_after = random.Random(0).randint(1, NUM_TRAIN - 2)  # finished images
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
-        if glob.glob(str(out / "regions" / "*.npz")):
+        if len(glob.glob(str(out / "regions" / "*.npz"))) >= kill_after:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and not (out / "manifest.json").exists()
-    assert len(glob.glob(str(out / "regions" / "*.npz"))) < NUM_TRAIN
+    finished = {p: os.stat(p).st_mtime_ns for sub in ("regions", "proposals")
+                for p in glob.glob(str(out / sub / "*.npz"))}  # fmt: skip
+    num_done = len(glob.glob(str(out / "regions" / "*.npz")))
+    assert kill_after <= num_done < NUM_TRAIN
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     _assert_same_store(single, out)
     assert not _temp_files(str(out))
+    # The re-run skipped exactly the finished images and rewrote none of the killed run's files
+    # (proposals of an image killed before its regions were written are reused, not re-scored).
+    assert f"{NUM_TRAIN} images ({num_done} already done, 0 unreadable)" in done.stdout
+    assert {p: os.stat(p).st_mtime_ns for p in finished} == finished
 
 
 def test_bad_input_is_a_one_line_error(world, capsys):

@@ -257,3 +257,43 @@ def test_mapper_outputs_train_the_model(tmp_path):
     with EventStorage():
         losses = model(batch)
     assert losses["loss_distill"] > 0 and all(torch.isfinite(v) for v in losses.values())
+
+
+def test_repeated_distillation_boxes_are_embedded_once_with_the_same_loss_and_gradients(tmp_path):
+    """Proposals are sampled with replacement; the ROI heads pool and embed each distinct box of
+    an image once and gather: the loss and its gradients are those of embedding every row."""
+    torch.manual_seed(0)
+    model = build_model(_cfg(tmp_path)).train()
+    heads = model.roi_heads
+    batch = _batch()
+    rows = torch.tensor([0, 1, 2, 2, 3, 3, 3, 4, 2])
+    for x in batch:
+        r = x["distill_regions"]
+        x["distill_regions"] = Instances(r.image_size, boxes=Boxes(r.boxes.tensor[rows]),
+                                         targets=r.targets[rows], weights=r.weights[rows],
+                                         is_gt=r.is_gt[rows])  # fmt: skip
+    pooled = []
+    heads.box_pooler.register_forward_hook(lambda m, i, o: pooled.append(o.shape[0]))
+    params = [p for n, p in heads.box_head.named_parameters() if not n.startswith("reg_branch")]
+    with EventStorage():
+        images = model.preprocess_image(batch)
+        features = model.backbone(images.tensor)
+        regions = [x["distill_regions"] for x in batch]
+        feats = [features[f] for f in heads.box_in_features]
+        emb, _ = heads.box_head(heads.box_pooler(feats, [r.boxes for r in regions]))
+        targets = F.normalize(torch.cat([r.targets for r in regions]).float(), dim=1)
+        w = torch.cat([r.weights / r.weights.mean() for r in regions])
+        expected = D * ((emb - targets).abs() * w[:, None]).mean()
+        expected_grads = torch.autograd.grad(expected, params + feats, retain_graph=True,
+                                             allow_unused=True)  # fmt: skip
+        proposals = [Instances(x["instances"].image_size, proposal_boxes=x["instances"].gt_boxes,
+                               objectness_logits=torch.zeros(2)) for x in batch]  # fmt: skip
+        pooled.clear()
+        _, losses = heads(images, features, proposals, [x["instances"] for x in batch], regions)
+        grads = torch.autograd.grad(losses["loss_distill"], params + feats, allow_unused=True)
+    assert pooled[1:] == [2 * 5]  # after the proposals: 5 distinct distillation boxes per image
+    torch.testing.assert_close(losses["loss_distill"], expected, rtol=1e-4, atol=1e-5)
+    for got, want, x in zip(grads, expected_grads, params + feats):
+        zero = torch.zeros_like(x)  # a pyramid level no box falls on
+        torch.testing.assert_close(zero if got is None else got, zero if want is None else want,
+                                   rtol=1e-3, atol=1e-6)  # fmt: skip

@@ -8,6 +8,7 @@ Examples:
 """
 import argparse
 import logging
+import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
@@ -18,6 +19,7 @@ from ezsd.clip import (
     save_text_embeddings, text_embeddings,
 )  # fmt: skip
 from ezsd.utils.errors import UserInputError, exit_on_user_error
+from ezsd.utils.file_io import check_writable_dir
 
 logger = logging.getLogger("ezsd.dump_text_embeddings")
 
@@ -39,7 +41,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="ezsd")
-    names_path(args.out)  # refuse a bad output name before the slow part
+    names_path(args.out)  # refuse a bad output name or folder before the slow part
+    check_writable_dir(os.path.dirname(os.path.abspath(args.out)), "--out folder")
     if args.names is not None:
         class_names = [n.strip() for n in args.names.split(",") if n.strip()]
         if not class_names:

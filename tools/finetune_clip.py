@@ -130,6 +130,9 @@ def main(argv=None):
     samples = base_box_samples(train_dicts, list(train_meta.thing_classes), base)
     logger.info(f"{args.train_dataset}: {samples.num_boxes} base boxes in {len(samples.files)} "
                 f"images ({samples.skipped_images} images without base boxes skipped)")
+    if not samples.num_boxes:
+        raise UserInputError(f"--train-dataset '{args.train_dataset}' ({train_meta.get('json_file')}) "
+                             "has no base boxes to re-normalize on")
     val_classes = list(val_meta.thing_classes)
     clean = (_clean_domain(args.clean_domain_images, val_classes)
              if args.clean_domain_images else None)  # fmt: skip

@@ -4,30 +4,66 @@
     tools/train_net.py --config-file configs/ShapesOVD/ezsd_R_18_FPN.yaml
     tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
     tools/train_net.py --config-file CFG --num-gpus 8            # multi-GPU through launch
+    tools/train_net.py --config-file CFG --num-gpus 2 MODEL.DEVICE cpu   # 2 CPU processes (gloo)
 """
+import logging
 import os
+import weakref
 
 import detectron2.utils.comm as comm
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import DefaultTrainer, TrainerBase, default_argument_parser, default_setup
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils.logger import setup_logger
 
 import ezsd  # noqa: F401  (registers the datasets and model components)
 from ezsd import add_ezsd_config
 from ezsd.data.mapper import EZSDDatasetMapper
+from ezsd.engine import build_train_loop, launch
 from ezsd.evaluation import build_ovd_evaluator
 from ezsd.utils.errors import UserInputError, exit_on_user_error
+from ezsd.utils.file_io import check_writable_dir
+
+logger = logging.getLogger("ezsd.train_net")
+
+
+def images_per_process(cfg, num_processes):
+    """SOLVER.IMS_PER_BATCH is the total over all training processes; each takes an equal part."""
+    total = cfg.SOLVER.IMS_PER_BATCH
+    if total % num_processes:
+        raise UserInputError(f"SOLVER.IMS_PER_BATCH {total} is not divisible by the "
+                             f"{num_processes} training processes")  # fmt: skip
+    return total // num_processes
 
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer with EZSD's mapper (it loads the CLIP targets) and open-vocabulary evaluators."""
 
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__ with the inner loop built for MODEL.DEVICE (ezsd.engine: DDP
+        # without device ids on CPU, bfloat16 AMP on CPU); detectron2's assumes one GPU per process.
+        TrainerBase.__init__(self)
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        self._trainer = build_train_loop(cfg, model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(self._trainer.model, cfg.OUTPUT_DIR,
+                                                  trainer=weakref.proxy(self))  # fmt: skip
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
     @classmethod
     def build_train_loader(cls, cfg):
+        world = comm.get_world_size()
+        logger.info(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} = "
+                    f"{images_per_process(cfg, world)} per process x {world} processes")  # fmt: skip
         return build_detection_train_loader(cfg, mapper=EZSDDatasetMapper(cfg, is_train=True))
 
     @classmethod
@@ -49,21 +85,31 @@ class Trainer(DefaultTrainer):
         return maybe_add_gradient_clipping(cfg, optimizer)
 
 
-def setup(args):
+def load_config(args):
     cfg = get_cfg()
     add_ezsd_config(cfg)
     if not os.path.isfile(args.config_file):
         raise UserInputError(f"config file not found: {args.config_file}")
-    # yacs raises KeyError (unknown key), ValueError or AssertionError (bad value or type).
+    # yacs raises KeyError (unknown key), ValueError or AssertionError (bad value or type);
+    # args[0], as str() of a KeyError is its message in quotes.
     try:
         cfg.merge_from_file(args.config_file)
     except (KeyError, ValueError, AssertionError) as e:
-        raise UserInputError(f"{args.config_file}: {e}".replace("\n", " ")) from None
+        msg = e.args[0] if e.args else e
+        raise UserInputError(f"{args.config_file}: {msg}".replace("\n", " ")) from None
     try:
         cfg.merge_from_list(args.opts)
     except (KeyError, ValueError, AssertionError) as e:
-        raise UserInputError(f"command-line option: {e}".replace("\n", " ")) from None
+        msg = e.args[0] if e.args else e
+        raise UserInputError(f"command-line option: {msg}".replace("\n", " ")) from None
     cfg.freeze()
+    return cfg
+
+
+def setup(args):
+    cfg = load_config(args)
+    if comm.is_main_process() and cfg.OUTPUT_DIR:  # before default_setup writes log and config there
+        check_writable_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR")
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ezsd")
     return cfg
@@ -83,9 +129,20 @@ def main(args):
     return trainer.train()
 
 
-if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+@exit_on_user_error
+def launch_main(args):
+    """`main` in --num-gpus processes per machine, on MODEL.DEVICE (gloo on CPU, nccl on CUDA)."""
+    cfg = load_config(args)
+    # Refused here, once, rather than in every process.
+    if not args.eval_only:
+        images_per_process(cfg, args.num_gpus * args.num_machines)
+    if args.machine_rank == 0 and cfg.OUTPUT_DIR:
+        check_writable_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR")
     launch(
-        main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-        dist_url=args.dist_url, args=(args,),
+        main, args.num_gpus, cfg.MODEL.DEVICE, num_machines=args.num_machines,
+        machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,),
     )  # fmt: skip
+
+
+if __name__ == "__main__":
+    launch_main(default_argument_parser().parse_args())

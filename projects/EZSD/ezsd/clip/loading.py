@@ -85,8 +85,10 @@ def _read_state_dict(path):
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (torch raises many types for foreign files)
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserInputError(f"{path}: not a CLIP checkpoint ({first_line})") from None
+        lines = [s.strip() for s in str(e).splitlines() if s.strip()] or [type(e).__name__]
+        # torch's weights-only refusal opens with advice to load unsafely; the cause comes later
+        reason = next((s for s in lines if s.startswith("Unsupported")), lines[0])
+        raise UserInputError(f"{path}: not a CLIP checkpoint ({reason})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     missing = [k for k in _REQUIRED_KEYS if not isinstance(obj, dict) or k not in obj]

@@ -37,11 +37,15 @@ def distillation_loss(
         weights: (K,) raw weights.
         num_per_image: number of regions of each image (sums to K).
         factor: the loss weight (1.0 COCO, 0.5 LVIS in the paper).
+
+    Computed in float32 whatever the input dtypes (fp16 targets, bf16/fp16 embeddings under
+    autocast): the per-element differences are small next to the embeddings' magnitudes.
     """
     if region_embeddings.shape[0] == 0:
-        return region_embeddings.sum() * 0.0
-    targets = F.normalize(targets.to(region_embeddings.dtype), dim=1)
-    weights = normalize_weights_per_image(weights.to(region_embeddings.dtype), num_per_image)
+        return region_embeddings.float().sum() * 0.0
+    region_embeddings = region_embeddings.float()
+    targets = F.normalize(targets.float(), dim=1)
+    weights = normalize_weights_per_image(weights.float(), num_per_image)
     l1 = (region_embeddings - targets).abs()  # (K, D)
     dim = region_embeddings.shape[1]
     return factor * dim * (l1 * weights[:, None]).mean()

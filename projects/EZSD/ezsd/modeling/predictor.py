@@ -286,11 +286,13 @@ class EZSDPredictor(FastRCNNOutputLayers):
         """
         self._check_names_once()
         embeddings, reg_features = x
-        embeddings = F.normalize(embeddings.flatten(1), dim=1)
         reg_features = reg_features.flatten(1)
-        cos = embeddings @ self.text_embeddings.t()
-        temperature = self.temperature
-        scores = temperature * torch.cat([cos, self.bg_score(embeddings)], dim=1)
+        # float32 even under autocast: T (~100) times a bf16/fp16 cosine is off by up to ~0.4.
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            embeddings = F.normalize(embeddings.flatten(1).float(), dim=1)
+            cos = embeddings @ self.text_embeddings.float().t()
+            temperature = self.temperature.float()
+            scores = temperature * torch.cat([cos, self.bg_score(embeddings)], dim=1)
         if self.semantic_regression:
             text = self.regression_text(cos.detach(), gt_classes)
             reg_features = torch.cat([reg_features, text], dim=1)

@@ -20,6 +20,19 @@ from .predictor import EZSDPredictor
 __all__ = ["EZSDROIHeads"]
 
 
+def unique_boxes_per_image(boxes_per_image: List[Boxes]):
+    """The distinct boxes of each image (list of Boxes) and, for every input row (images
+    concatenated), the index of its box among the distinct ones of all images concatenated:
+    `cat(rows)[i] == cat(unique)[inverse[i]]`."""
+    unique, inverse, offset = [], [], 0
+    for boxes in boxes_per_image:
+        u, inv = torch.unique(boxes.tensor, dim=0, return_inverse=True)
+        unique.append(Boxes(u))
+        inverse.append(inv + offset)
+        offset += u.shape[0]
+    return unique, cat(inverse)
+
+
 @ROI_HEADS_REGISTRY.register()
 class EZSDROIHeads(StandardROIHeads):
     """StandardROIHeads whose box branch is EZSD's.
@@ -132,8 +145,12 @@ class EZSDROIHeads(StandardROIHeads):
                     "'distill_regions': train with ezsd.data.mapper.EZSDDatasetMapper"
                 )
             num_distill = [len(r) for r in distill_regions]
+            inverse = None
             if sum(num_distill):
-                x = torch.cat([x, self.box_pooler(features, [r.boxes for r in distill_regions])])
+                # Proposals are sampled with replacement: each distinct box is pooled and
+                # embedded once (about 2/3 of the rows), then gathered back to every row.
+                unique_boxes, inverse = unique_boxes_per_image([r.boxes for r in distill_regions])
+                x = torch.cat([x, self.box_pooler(features, unique_boxes)])
         embeddings, reg_features = self.box_head(x, num_reg=num_proposals)
         gt_classes = cat([p.gt_classes for p in proposals]) if self.training else None
         predictions = self.box_predictor((embeddings[:num_proposals], reg_features), gt_classes)
@@ -143,9 +160,13 @@ class EZSDROIHeads(StandardROIHeads):
             return pred_instances
         losses = self.box_predictor.losses(predictions, proposals)
         if distill:
+            distill_embeddings = embeddings[num_proposals:]
+            if inverse is not None:
+                distill_embeddings = distill_embeddings[inverse]
             losses["loss_distill"] = distillation_loss(
-                embeddings[num_proposals:],
-                cat([r.targets for r in distill_regions]),
+                distill_embeddings,
+                # fp16 as stored; float first: CPU autocast (bf16) cannot concatenate fp16
+                cat([r.targets.float() for r in distill_regions]),
                 cat([r.weights for r in distill_regions]),
                 num_distill,
                 factor=self.distill_weight,

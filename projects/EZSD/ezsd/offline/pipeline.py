@@ -32,7 +32,9 @@ from tqdm import tqdm
 from ezsd.clip import DEFAULT_PROMPTS, clip_checkpoint_hash, load_clip, text_embeddings
 from ezsd.data.feature_store import region_file, write_image_regions, write_manifest
 from ezsd.utils.errors import UserInputError
-from ezsd.utils.file_io import atomic_write, atomic_write_json
+from ezsd.utils.file_io import (
+    atomic_write, atomic_write_json, check_writable_dir, remove_stale_temps,
+)  # fmt: skip
 
 from .proposals import CropScorer, ProposalSettings, compute_proposals
 from .region_features import FeatureSettings, image_regions
@@ -123,21 +125,6 @@ def _check_settings(path, settings, resume, what):
         atomic_write_json(path, settings, indent=1)
 
 
-def _remove_stale_temps(folder, names):
-    """Temp files (atomic_write: .tmp-XXXXXXXX-<name>) that a killed run left for our files."""
-    if not os.path.isdir(folder):
-        return 0
-    names, removed = set(names), 0
-    for entry in os.listdir(folder):
-        if entry.startswith(".tmp-") and entry.count("-") >= 2 and entry.split("-", 2)[2] in names:
-            try:
-                os.remove(os.path.join(folder, entry))
-                removed += 1
-            except FileNotFoundError:
-                pass
-    return removed
-
-
 def _base_gt(record, meta, class_index, base_set):
     """(G,4) XYXY base boxes of a training image and their indices into the class names."""
     boxes, classes = [], []
@@ -221,6 +208,11 @@ def run_precompute(cfg):
     if not cfg.proposal_clip:
         raise UserInputError("--clip (or --proposal-clip) is required to score proposals")
     proposals_dir = cfg.proposals_dir or os.path.join(cfg.output, "proposals")
+    # Before any work, and before settings.json or anything else there is touched.
+    if need_features:
+        check_writable_dir(cfg.output, "--output")
+    if need_proposals:
+        check_writable_dir(proposals_dir, "--proposals" if cfg.proposals_dir else "--output")
     # Hashes first: a missing CLIP file is a one-line error before any work.
     proposal_hash = clip_checkpoint_hash(cfg.proposal_clip)
     feature_hash = clip_checkpoint_hash(cfg.clip) if need_features else None
@@ -252,8 +244,8 @@ def run_precompute(cfg):
         _check_settings(os.path.join(cfg.output, "shards", "settings.json"), feature_settings,
                         cfg.resume, "region features")  # fmt: skip
     ids = [str(r["image_id"]) for r in mine]
-    _remove_stale_temps(proposals_dir, [f"{i}.npz" for i in ids])
-    _remove_stale_temps(os.path.join(cfg.output, "regions"), [f"{i}.npz" for i in ids])
+    remove_stale_temps(proposals_dir, [f"{i}.npz" for i in ids])  # a killed run's, of our images
+    remove_stale_temps(os.path.join(cfg.output, "regions"), [f"{i}.npz" for i in ids])
 
     models = _Models(cfg, class_names, device)
     skipped, proposal_counts, region_counts = [], {}, {}

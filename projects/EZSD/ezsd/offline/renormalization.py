@@ -47,7 +47,9 @@ from ezsd.clip import (
 )  # fmt: skip
 from ezsd.clip.regions import CLIP_MEAN, CLIP_STD, crop_regions
 from ezsd.utils.errors import UserInputError
-from ezsd.utils.file_io import atomic_write, atomic_write_json
+from ezsd.utils.file_io import (
+    atomic_write, atomic_write_json, check_writable_dir, remove_stale_temps,
+)  # fmt: skip
 
 __all__ = [
     "RenormSettings",
@@ -335,10 +337,11 @@ def train_layernorms(model, samples, settings, state=None, on_epoch_end=None, pr
             "trainable": {n: params[n].detach().cpu().clone() for n in names},
             "optimizer": optimizer.state_dict(),
         }
-        logger.info(f"re-normalization epoch {epoch + 1}/{settings.epochs}: mean loss "
-                    f"{state['losses'][-1]:.4f}")  # fmt: skip
         if on_epoch_end is not None:
             on_epoch_end(state)
+        # After on_epoch_end: the line says the epoch is done (saved), never to be redone.
+        logger.info(f"re-normalization epoch {epoch + 1}/{settings.epochs}: mean loss "
+                    f"{state['losses'][-1]:.4f}")  # fmt: skip
     for p in params.values():
         p.requires_grad_(False)
     assert_frozen_unchanged(model, snapshot)
@@ -449,6 +452,9 @@ def renormalize_clip(
     report_path = os.path.join(output_dir, REPORT_NAME)
     if train_samples.num_boxes == 0:
         raise UserInputError("the training split has no base boxes to re-normalize on")
+    check_writable_dir(output_dir, "--output-dir")  # before the slow "before" evaluation
+    # Temp files of a run killed while writing (atomic_write), never to be renamed now.
+    remove_stale_temps(output_dir, [CHECKPOINT_NAME, STATE_NAME, REPORT_NAME])
     fingerprint = {
         "clip_hash": clip_checkpoint_hash(clip_path),
         "settings": settings.fingerprint(),

@@ -51,6 +51,7 @@ def register_ovd_dataset(
         except AssertionError as e:  # detectron2's Metadata refuses a changed thing_classes
             raise UserInputError(f"{json_file}: categories differ from those registered for "
                                  f"{name} ({e})") from None
+        _check_not_empty(name, json_file, dicts)
         _check_vocabulary(name, json_file, MetadataCatalog.get(name).thing_classes, expected,
                           novel_classes, novel_annotated)  # fmt: skip
         return sanitize_boxes(dicts, json_file)
@@ -88,6 +89,7 @@ def register_lvis_ovd_dataset(name, json_file, image_root, categories, novel_ann
             dicts = load_lvis_json(json_file, image_root, dataset_name=None)
         except json.JSONDecodeError as e:
             raise UserInputError(f"{json_file}: not valid JSON ({e})") from None
+        _check_not_empty(name, json_file, dicts)
         for record in dicts:
             for anno in record["annotations"]:
                 lvis_id = anno["category_id"] + 1
@@ -152,6 +154,11 @@ def _check_paths(name, json_file, image_root):
                 f"{name}: {what} not found: {path}{hint}; set DETECTRON2_DATASETS to the folder "
                 "that holds the datasets (see datasets/README.md)"
             )
+
+
+def _check_not_empty(name, json_file, dicts):
+    if not dicts:  # detectron2 would stop later on an assertion, with a traceback
+        raise UserInputError(f"{json_file}: holds no images, so dataset '{name}' is empty")
 
 
 def _check_vocabulary(name, json_file, thing_classes, expected, novel_classes, novel_annotated):

@@ -7,7 +7,7 @@ from pycocotools import mask as mask_util
 from tqdm import tqdm
 
 from ezsd.utils.errors import UserInputError
-from ezsd.utils.file_io import atomic_write, atomic_write_json
+from ezsd.utils.file_io import atomic_write, atomic_write_json, check_writable_dir
 
 from .camera import DETECTION_CAMERA
 from .categories import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES
@@ -77,6 +77,10 @@ def generate_shapes_ovd(out_dir, seed=0, num_train=1000, num_val=200,
     novel = validate_novel_classes(novel_classes)
     if image_size < 64:
         raise UserInputError(f"--image-size: {image_size} is too small (at least 64)")
+    for flag, num in (("--num-train", num_train), ("--num-val", num_val)):
+        if num < 1:
+            raise UserInputError(f"{flag}: {num} images; a split needs at least 1")
+    check_writable_dir(out_dir, "--out")
     is_novel = [n in novel for n in CATEGORY_NAMES]
     categories = [{"id": i + 1, "name": n, "supercategory": "object",
                    "split": "novel" if is_novel[i] else "base"} for i, n in enumerate(CATEGORY_NAMES)]

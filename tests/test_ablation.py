@@ -1,0 +1,74 @@
+"""tools/run_ablation.py and the variants of tools/run_pipeline.py: a tiny real run of two variants
+that share their stages, then the table and the efficiency plot on hand-made results."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from train_workspace import REPO, tool_command
+
+sys.path.insert(0, os.path.join(REPO, "tools"))
+import run_ablation  # noqa: E402
+
+
+def _results(novel_by_variant):
+    return {
+        v: dict(AP50_base=50.0, AP50_novel=n, AP50_all=40.0, AP_novel=n / 2,
+                curve=[[1, 10.0, n / 2], [2, 20.0, n]])  # fmt: skip
+        for v, n in novel_by_variant.items()
+    }
+
+
+def test_table_states_whether_the_measured_order_is_the_expected_one():
+    good = run_ablation.markdown_table(_results({"no_distill": 1, "vild_like": 5, "full": 9}))
+    assert "| `vild_like` | + distillation of raw CLIP on random regions | 50.0 | 5.0 |" in good
+    assert "no_distill < vild_like < full (the expected order)" in good
+    bad = run_ablation.markdown_table(_results({"no_distill": 7, "vild_like": 5, "full": 9}))
+    assert "vild_like < no_distill < full (expected no_distill < vild_like < full)" in bad
+
+
+def test_efficiency_curve_is_a_png(tmp_path):
+    path = tmp_path / "curve.png"
+    run_ablation.plot_curves(_results({"vild_like": 5, "full": 9}), str(path))
+    assert Image.open(path).format == "PNG"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--output-dir", "x", "--variants", "full,nope"], "unknown ['nope']"),
+    (["--output-dir", "x", "--variant", "full"], "--variant is set by run_ablation.py"),
+])  # fmt: skip
+def test_bad_arguments_are_named(argv, message):
+    with pytest.raises(Exception, match=message.replace("[", r"\[").replace("]", r"\]")):
+        run_ablation.parse_args(argv)
+
+
+def test_two_variants_share_data_text_and_features(tmp_path):
+    """no_distill and vild_like (raw CLIP, random regions) at a toy size: 2 training iterations,
+    evaluated after each one."""
+    out = tmp_path / "ablation"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = tool_command(
+        "run_ablation.py", "--output-dir", out, "--variants", "no_distill,vild_like",
+        "--eval-period", 1, "--num-train", 4, "--num-val", 2, "--max-iter", 2,
+        "--opts", "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0,
+        "MODEL.EZSD.DISTILL.NUM_PROPOSALS", 8,
+    )  # fmt: skip
+    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+    ablation = json.loads((out / "ablation.json").read_text())["variants"]
+    assert sorted(ablation) == ["no_distill", "vild_like"]
+    for variant, r in ablation.items():
+        assert r["variant"] == variant and 0 <= r["AP50_novel"] <= 100
+        assert [point[0] for point in r["curve"]] == [1, 2]
+    # One data set, one set of raw-CLIP text embeddings, random-region features made once, no
+    # re-normalized CLIP (neither variant uses it); no_distill never ran the features stage.
+    assert sorted(os.listdir(out / "shared")) == ["datasets", "features_raw_random", "text_raw"]
+    assert "features" not in ablation["no_distill"]["stage_seconds"]
+    manifest = json.loads((out / "shared" / "features_raw_random" / "manifest.json").read_text())
+    assert manifest["settings"]["proposals"]["mode"] == "random"
+    assert (out / "ablation.md").read_text().count("| `") == 2
+    assert Image.open(out / "efficiency_curve.png").format == "PNG"

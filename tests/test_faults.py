@@ -1,0 +1,226 @@
+"""Faults injected into the real tools (issue #7): SIGKILL at a random point then a re-run, and
+an output folder that cannot be written.
+
+- tools/finetune_clip.py killed after a seeded random delay past its first finished epoch, re-run:
+  the same checkpoint as an uninterrupted run, no epoch trained twice, no temp file left.
+- tools/train_net.py killed once a checkpoint is written, re-run with --resume: it continues
+  from that checkpoint's iteration and ends with model_final.pth.
+- A read-only output folder: precompute, finetune, dump_text_embeddings and train_net end with
+  one line `error: ...` naming the folder, exit non-zero, and leave the files there unchanged.
+(tools/precompute_clip_features.py killed at a random image: test_precompute.py.)
+"""
+import importlib.util
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog
+
+from ezsd.data.datasets import register_ovd_dataset
+from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES
+from ezsd.offline.renormalization import CHECKPOINT_NAME, REPORT_NAME, STATE_NAME
+
+from train_workspace import REPO, tool_command, train_args
+
+BASE = [c for c in CATEGORY_NAMES if c not in DEFAULT_NOVEL_CLASSES]
+TRAIN, VAL = "test_faults_shapes_train", "test_faults_shapes_val"  # in-process names
+RENORM = ["--epochs", 12, "--images-per-batch", 1, "--lr", "1e-2", "--seed", 3, "--no-progress"]
+# train_net at its cheapest: 96 px, few proposals, no evaluation.
+FAST = ["INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", 96, "DATASETS.TEST", "()",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN", 64, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64]  # fmt: skip
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def world(shapes_workspace):
+    """The shared workspace, its ShapesOVD splits also registered in this process."""
+    root, env = shapes_workspace
+    data = root / "shapes_ovd"
+    for name, split, novel_annotated in ((TRAIN, "train", False), (VAL, "val", True)):
+        if name not in DatasetCatalog.list():
+            register_ovd_dataset(
+                name, str(data / f"{split}.json"), str(data / split), BASE, DEFAULT_NOVEL_CLASSES,
+                novel_annotated=novel_annotated,
+                thing_classes=CATEGORY_NAMES if novel_annotated else BASE,
+            )  # fmt: skip
+    return root, env
+
+
+def _temp_files(folder):
+    return sorted(str(p) for p in folder.rglob(".tmp-*"))
+
+
+def _kill(proc):
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
+
+
+# ---------------------------------------------------------------- SIGKILL, then a re-run
+
+
+def test_finetune_killed_at_random_then_rerun_equals_uninterrupted(world):
+    root, env = world
+    reference = root / "faults_renorm_reference"
+    _load_tool("finetune_clip").main(list(map(str, [
+        "--clip", root / "clip.pt", "--train-dataset", TRAIN, "--val-dataset", VAL,
+        "--output-dir", reference, *RENORM])))  # fmt: skip
+    out = root / "faults_renorm_killed"
+    cmd = tool_command("finetune_clip.py", "--clip", root / "clip.pt", "--train-dataset",
+                       "shapes_ovd_train", "--val-dataset", "shapes_ovd_val", "--output-dir", out,
+                       *RENORM)  # fmt: skip
+    epoch_line = re.compile(r"re-normalization epoch (\d+)/12: mean loss")
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    logged = []
+    for line in proc.stdout:  # epochs are logged once saved (renorm_state.pt)
+        if epoch_line.search(line):
+            logged.append(int(epoch_line.search(line).group(1)))
+            time.sleep(random.Random(7).uniform(0.0, 0.3))  # then somewhere in epochs 1-3
+            break
+    _kill(proc)
+    saved = torch.load(out / STATE_NAME, weights_only=True)["epoch"]
+    assert 1 <= saved < 12 and not (out / CHECKPOINT_NAME).exists()
+    (out / f".tmp-deadbeef-{STATE_NAME}").write_bytes(b"half a state")  # killed while saving
+
+    again = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming re-normalization after epoch {saved} " in again.stdout
+    trained = [int(m) for m in epoch_line.findall(again.stdout)]
+    assert trained == list(range(saved + 1, 13))  # no finished epoch trained twice
+    assert _temp_files(out) == []
+
+    ref_report = json.loads((reference / REPORT_NAME).read_text())
+    report = json.loads((out / REPORT_NAME).read_text())
+    for key in ("loss_per_epoch", "before", "after", "epochs_done", "tuned_parameters"):
+        assert report[key] == ref_report[key], key
+    a = torch.load(reference / CHECKPOINT_NAME, weights_only=True)
+    b = torch.load(out / CHECKPOINT_NAME, weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+
+
+def test_train_net_killed_after_a_checkpoint_resumes_from_it(world):
+    root, env = world
+    out = root / "faults_train_killed"
+    args = train_args(root, out, *FAST, "SOLVER.MAX_ITER", 6, "SOLVER.STEPS", "(4,)",
+                      "SOLVER.CHECKPOINT_PERIOD", 2)  # fmt: skip
+    proc = subprocess.Popen(tool_command("train_net.py", *args), env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while not (out / "last_checkpoint").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    _kill(proc)
+    name = (out / "last_checkpoint").read_text().strip()
+    iteration = int(re.fullmatch(r"model_(\d{7})\.pth", name).group(1))
+    assert iteration < 5 and not (out / "model_final.pth").exists()
+    assert torch.load(out / name, weights_only=False)["iteration"] == iteration  # complete file
+    metrics = out / "metrics.json"
+    lines_before = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+    log_before = len((out / "log.txt").read_text())
+
+    resumed = subprocess.run(tool_command("train_net.py", "--resume", *args), env=env, cwd=REPO,
+                             capture_output=True, text=True)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = (out / "log.txt").read_text()[log_before:]  # this run's part of the appended log
+    assert f"Loading trainer from {out / name}" in log  # its iteration, optimizer, scheduler
+    assert f"Starting training from iteration {iteration + 1}" in log
+    first = json.loads(metrics.read_text().splitlines()[lines_before])
+    assert first["iteration"] > iteration >= 1  # metrics of this run: none from iteration 0
+    final = torch.load(out / "model_final.pth", weights_only=False)
+    assert final["iteration"] == 5 and (out / "last_checkpoint").read_text() == "model_final.pth"
+
+
+# ---------------------------------------------------------------- read-only output folder
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder with files in it, made read-only (skips where that does not deny writing:
+    root, or a file system that ignores the mode)."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    for name, text in (("log.txt", "an earlier run\n"), ("config.yaml", "x: 1\n"),
+                       ("manifest.json", "{}"), (REPORT_NAME, "{}"), ("text.npy", "old")):
+        (folder / name).write_text(text)
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):
+        folder.chmod(0o755)
+        pytest.skip("chmod 0o555 does not deny writing here (running as root?)")
+    yield folder
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}
+    folder.chmod(0o755)
+    assert after == before  # nothing written, appended, replaced or added
+
+
+def _one_line_error(capsys, call, path):
+    with pytest.raises(SystemExit) as e:
+        call()
+    assert e.value.code not in (0, None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: ") and str(path) in err[-1], err
+    assert not any("Traceback" in line for line in err)
+
+
+def test_precompute_into_read_only_folder(world, read_only, capsys):
+    root, _ = world
+    tool = _load_tool("precompute_clip_features")
+    argv = ["--dataset", TRAIN, "--clip", str(root / "clip.pt"), "--output", str(read_only),
+            "--anchor-preset", "shapes", "--no-progress"]  # fmt: skip
+    _one_line_error(capsys, lambda: tool.main(argv), read_only)
+
+
+def test_precompute_with_a_read_only_subfolder(world, tmp_path, capsys):
+    """Writable --output, read-only regions/: the error names regions/, not a temp file."""
+    root, _ = world
+    regions = tmp_path / "store" / "regions"
+    regions.mkdir(parents=True)
+    regions.chmod(0o555)
+    if os.access(regions, os.W_OK):
+        regions.chmod(0o755)
+        pytest.skip("chmod 0o555 does not deny writing here (running as root?)")
+    tool = _load_tool("precompute_clip_features")
+    argv = ["--dataset", TRAIN, "--clip", str(root / "clip.pt"), "--output", str(regions.parent),
+            "--anchor-stride", "32", "--anchor-sizes", "32,64", "--no-progress"]  # fmt: skip
+    try:
+        _one_line_error(capsys, lambda: tool.main(argv), f"{regions}: Permission denied")
+    finally:
+        regions.chmod(0o755)
+    assert list(regions.iterdir()) == [] and not (regions.parent / "manifest.json").exists()
+
+
+def test_finetune_into_read_only_folder(world, read_only, capsys):
+    root, _ = world
+    tool = _load_tool("finetune_clip")
+    argv = ["--clip", str(root / "clip.pt"), "--train-dataset", TRAIN, "--val-dataset", VAL,
+            "--output-dir", str(read_only), "--epochs", "1", "--no-progress"]  # fmt: skip
+    _one_line_error(capsys, lambda: tool.main(argv), read_only)
+
+
+def test_dump_text_embeddings_into_read_only_folder(world, read_only, capsys):
+    root, _ = world
+    tool = _load_tool("dump_text_embeddings")
+    argv = ["--clip", str(root / "clip.pt"), "--names", "cat,dog", "--out", str(read_only / "text.npy")]
+    _one_line_error(capsys, lambda: tool.main(argv), read_only)
+
+
+def test_train_net_into_read_only_folder(world, read_only, capsys):
+    root, _ = world
+    tool = _load_tool("train_net")
+    argv = list(map(str, train_args(root, read_only, *FAST, "DATASETS.TRAIN", f"('{TRAIN}',)")))
+    args = tool.default_argument_parser().parse_args(argv)
+    _one_line_error(capsys, lambda: tool.launch_main(args), read_only)
