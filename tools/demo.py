@@ -37,9 +37,7 @@ import os
 
 import numpy as np
 import torch
-import yaml
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.data.catalog import Metadata
@@ -51,7 +49,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import ezsd  # noqa: F401  (registers the datasets and model components)
-from ezsd import add_ezsd_config
+from ezsd.config import load_ezsd_config
 from ezsd.clip import (
     clip_checkpoint_hash, load_clip, load_text_embeddings, names_path, save_text_embeddings,
     text_embeddings,
@@ -97,19 +95,7 @@ def parse_args(argv=None):
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_ezsd_config(cfg)
-    if not os.path.isfile(args.config_file):
-        raise UserInputError(f"config file not found: {args.config_file}")
-    # yacs raises KeyError (unknown key), ValueError or AssertionError (bad value or type).
-    try:
-        cfg.merge_from_file(args.config_file)
-    except (KeyError, ValueError, AssertionError, yaml.YAMLError) as e:
-        raise UserInputError(f"{args.config_file}: {e}".replace("\n", " ")) from None
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, AssertionError) as e:
-        raise UserInputError(f"--opts: {e}".replace("\n", " ")) from None
+    cfg = load_ezsd_config(args.config_file, args.opts, opts_name="--opts")
     if not 0.0 <= args.confidence_threshold <= 1.0:
         raise UserInputError(f"--confidence-threshold {args.confidence_threshold} is not in [0, 1]")
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold

@@ -13,14 +13,13 @@ import weakref
 import detectron2.utils.comm as comm
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, default_argument_parser, default_setup
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils.logger import setup_logger
 
 import ezsd  # noqa: F401  (registers the datasets and model components)
-from ezsd import add_ezsd_config
+from ezsd.config import load_ezsd_config
 from ezsd.data.mapper import EZSDDatasetMapper
 from ezsd.engine import build_train_loop, launch
 from ezsd.evaluation import build_ovd_evaluator
@@ -86,22 +85,7 @@ class Trainer(DefaultTrainer):
 
 
 def load_config(args):
-    cfg = get_cfg()
-    add_ezsd_config(cfg)
-    if not os.path.isfile(args.config_file):
-        raise UserInputError(f"config file not found: {args.config_file}")
-    # yacs raises KeyError (unknown key), ValueError or AssertionError (bad value or type);
-    # args[0], as str() of a KeyError is its message in quotes.
-    try:
-        cfg.merge_from_file(args.config_file)
-    except (KeyError, ValueError, AssertionError) as e:
-        msg = e.args[0] if e.args else e
-        raise UserInputError(f"{args.config_file}: {msg}".replace("\n", " ")) from None
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, AssertionError) as e:
-        msg = e.args[0] if e.args else e
-        raise UserInputError(f"command-line option: {msg}".replace("\n", " ")) from None
+    cfg = load_ezsd_config(args.config_file, args.opts)
     cfg.freeze()
     return cfg
 

@@ -1,4 +1,10 @@
+import os
+
+import yaml
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+from ezsd.utils.errors import UserInputError
 
 
 def add_ezsd_config(cfg):
@@ -51,3 +57,23 @@ def add_ezsd_config(cfg):
     _C.MODEL.EZSD.DISTILL.FEATURES = ""
     # An image without stored regions: "error" (default) or "skip" (train it without distillation, counted and logged).
     _C.MODEL.EZSD.DISTILL.ON_MISSING = "error"
+
+
+def load_ezsd_config(config_file, opts=(), opts_name="command-line option"):
+    """A detectron2 config with the EZSD keys, merged from `config_file` and then `opts`
+    (KEY VALUE ...), not frozen. A missing file, an unknown key or a bad value is a one-line
+    UserInputError naming the file (or `opts_name`)."""
+    cfg = get_cfg()
+    add_ezsd_config(cfg)
+    if not os.path.isfile(config_file):
+        raise UserInputError(f"config file not found: {config_file}")
+    # yacs raises KeyError (unknown key), ValueError or AssertionError (bad value or type); their
+    # args[0] is the message (str() of a KeyError puts it in quotes).
+    for source, merge in ((config_file, lambda: cfg.merge_from_file(config_file)),
+                          (opts_name, lambda: cfg.merge_from_list(list(opts)))):  # fmt: skip
+        try:
+            merge()
+        except (KeyError, ValueError, AssertionError, yaml.YAMLError) as e:
+            msg = e.args[0] if e.args and isinstance(e, KeyError) else e
+            raise UserInputError(f"{source}: {msg}".replace("\n", " ")) from None
+    return cfg
