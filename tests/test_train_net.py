@@ -48,3 +48,22 @@ def test_bad_setup_is_a_one_line_error(workspace, extra, message):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_nan_loss_stops_training_with_detectron2s_check(workspace):
+    """A diverging run (an absurd learning rate, no gradient clipping) is stopped by one of
+    detectron2's own checks (non-finite loss, or non-finite RPN boxes/scores): non-zero exit, a
+    FloatingPointError that says so, no final model."""
+    root, env = workspace
+    output_dir = root / "nan"
+    result = _tool("train_net.py", *_train_args(root, output_dir, "SOLVER.BASE_LR", 1e12,
+                                                "SOLVER.CLIP_GRADIENTS.ENABLED", False,
+                                                "SOLVER.WARMUP_ITERS", 0, "SOLVER.MAX_ITER", 6,
+                                                "SOLVER.CHECKPOINT_PERIOD", 100),
+                   env=env)  # fmt: skip
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("FloatingPointError: ") and any(
+        m in last for m in ("Loss became infinite or NaN", "Training has diverged")
+    ), last
+    assert not (output_dir / "model_final.pth").exists()
