@@ -14,8 +14,11 @@ import json
 import os
 import random
 import re
+import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -224,3 +227,18 @@ def test_train_net_into_read_only_folder(world, read_only, capsys):
     argv = list(map(str, train_args(root, read_only, *FAST, "DATASETS.TRAIN", f"('{TRAIN}',)")))
     args = tool.default_argument_parser().parse_args(argv)
     _one_line_error(capsys, lambda: tool.launch_main(args), read_only)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("capsh"),
+                    reason="not root: the read-only tests above run as they are")  # fmt: skip
+def test_permission_tests_also_run_as_root():
+    """Root ignores a folder's mode, so as root (CI) the read-only tests above skip themselves;
+    here they run in a pytest whose processes lack the permission-override capabilities."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+               os.path.join(REPO, "tests", "test_faults.py"), "-k", "read_only"]  # fmt: skip
+    result = subprocess.run(["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--",
+                             "-c", " ".join(map(shlex.quote, command))],
+                            cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr
+    assert result.returncode == 0 and "5 passed" in summary and "skipped" not in summary, \
+        result.stdout[-3000:] + result.stderr[-2000:]
