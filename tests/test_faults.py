@@ -23,15 +23,11 @@ import time
 
 import pytest
 import torch
-from detectron2.data import DatasetCatalog
 
-from ezsd.data.datasets import register_ovd_dataset
-from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES
 from ezsd.offline.renormalization import CHECKPOINT_NAME, REPORT_NAME, STATE_NAME
 
-from train_workspace import REPO, tool_command, train_args
+from train_workspace import REPO, register_shapes_splits, tool_command, train_args
 
-BASE = [c for c in CATEGORY_NAMES if c not in DEFAULT_NOVEL_CLASSES]
 TRAIN, VAL = "test_faults_shapes_train", "test_faults_shapes_val"  # in-process names
 RENORM = ["--epochs", 12, "--images-per-batch", 1, "--lr", "1e-2", "--seed", 3, "--no-progress"]
 # train_net at its cheapest: 96 px, few proposals, no evaluation.
@@ -50,14 +46,7 @@ def _load_tool(name):
 def world(shapes_workspace):
     """The shared workspace, its ShapesOVD splits also registered in this process."""
     root, env = shapes_workspace
-    data = root / "shapes_ovd"
-    for name, split, novel_annotated in ((TRAIN, "train", False), (VAL, "val", True)):
-        if name not in DatasetCatalog.list():
-            register_ovd_dataset(
-                name, str(data / f"{split}.json"), str(data / split), BASE, DEFAULT_NOVEL_CLASSES,
-                novel_annotated=novel_annotated,
-                thing_classes=CATEGORY_NAMES if novel_annotated else BASE,
-            )  # fmt: skip
+    register_shapes_splits(root / "shapes_ovd", TRAIN, VAL)
     return root, env
 
 

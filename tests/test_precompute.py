@@ -33,6 +33,7 @@ from ezsd.offline.sharding import shard_records
 from ezsd.utils.errors import UserInputError
 
 from tiny_clip import tiny_clip
+from train_workspace import SHAPES_BASE, register_shapes_splits
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "precompute_clip_features.py")
@@ -65,14 +66,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("precompute")
     data = root / "shapes_ovd"
     generate_shapes_ovd(str(data), seed=0, num_train=NUM_TRAIN, num_val=2, image_size=64)
-    base = [c for c in CATEGORY_NAMES if c not in DEFAULT_NOVEL_CLASSES]
-    for name, split, novel_annotated in ((TRAIN, "train", False), (VAL, "val", True)):
-        if name not in DatasetCatalog.list():
-            register_ovd_dataset(
-                name, str(data / f"{split}.json"), str(data / split), base, DEFAULT_NOVEL_CLASSES,
-                novel_annotated=novel_annotated,
-                thing_classes=CATEGORY_NAMES if novel_annotated else base,
-            )  # fmt: skip
+    register_shapes_splits(data, TRAIN, VAL)
     model = tiny_clip()
     clip_path = root / "tiny_clip.pt"
     save_clip_checkpoint(model, str(clip_path))
@@ -378,9 +372,8 @@ def test_unreadable_image_is_skipped_and_listed_or_fatal_with_strict(world, caps
     (broken / "train" / "000002.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     name = "test_precompute_broken_train"
     if name not in DatasetCatalog.list():
-        base = [c for c in CATEGORY_NAMES if c not in DEFAULT_NOVEL_CLASSES]
-        register_ovd_dataset(name, str(data / "train.json"), str(broken / "train"), base,
-                             DEFAULT_NOVEL_CLASSES, thing_classes=base)  # fmt: skip
+        register_ovd_dataset(name, str(data / "train.json"), str(broken / "train"), SHAPES_BASE,
+                             DEFAULT_NOVEL_CLASSES, thing_classes=SHAPES_BASE)  # fmt: skip
     summary = _run(world, broken / "out", dataset=name)
     assert summary["skipped"] == 1 and summary["merged"]
     manifest = FeatureStore(str(broken / "out")).manifest

@@ -173,6 +173,28 @@ def test_distillation_switch_and_missing_regions(tmp_path):
     assert "loss_distill" not in losses and all(torch.isfinite(v) for v in losses.values())
 
 
+def _loss_by_hand(model, batch, factor):
+    """EZSD's distillation loss computed outside the ROI heads: every distillation row pooled and
+    embedded, L1 to the normalised targets, weights normalised per image, times factor * D.
+    Returns (images, features, regions, pooled level features, loss)."""
+    heads = model.roi_heads
+    images = model.preprocess_image(batch)
+    features = model.backbone(images.tensor)
+    regions = [x["distill_regions"] for x in batch]
+    feats = [features[f] for f in heads.box_in_features]
+    emb, _ = heads.box_head(heads.box_pooler(feats, [r.boxes for r in regions]))
+    targets = F.normalize(torch.cat([r.targets for r in regions]).float(), dim=1)
+    w = torch.cat([r.weights / r.weights.mean() for r in regions])
+    loss = factor * D * ((emb - targets).abs() * w[:, None]).mean()
+    return images, features, regions, feats, loss
+
+
+def _gt_proposals(batch):
+    """Each image's GT boxes as its proposals."""
+    return [Instances(x["instances"].image_size, proposal_boxes=x["instances"].gt_boxes,
+                      objectness_logits=torch.zeros(len(x["instances"]))) for x in batch]  # fmt: skip
+
+
 def test_distillation_loss_uses_region_embeddings_of_distill_boxes(tmp_path):
     """The distillation loss is EZSD's formula applied to the box head's embeddings of exactly
     the distillation boxes (pooled from the same features as the proposals)."""
@@ -182,17 +204,9 @@ def test_distillation_loss_uses_region_embeddings_of_distill_boxes(tmp_path):
     batch = _batch()
     heads = model.roi_heads
     with EventStorage():
-        images = model.preprocess_image(batch)
-        features = model.backbone(images.tensor)
-        regions = [x["distill_regions"] for x in batch]
-        feats = [features[f] for f in heads.box_in_features]
-        emb, _ = heads.box_head(heads.box_pooler(feats, [r.boxes for r in regions]))
-        targets = F.normalize(torch.cat([r.targets for r in regions]).float(), dim=1)
-        w = torch.cat([r.weights / r.weights.mean() for r in regions])
-        expected = 0.5 * D * ((emb - targets).abs() * w[:, None]).mean()
-        proposals = [Instances(x["instances"].image_size, proposal_boxes=x["instances"].gt_boxes,
-                               objectness_logits=torch.zeros(2)) for x in batch]  # fmt: skip
-        _, losses = heads(images, features, proposals, [x["instances"] for x in batch], regions)
+        images, features, regions, _, expected = _loss_by_hand(model, batch, factor=0.5)
+        _, losses = heads(images, features, _gt_proposals(batch), [x["instances"] for x in batch],
+                          regions)  # fmt: skip
     torch.testing.assert_close(losses["loss_distill"], expected, rtol=1e-4, atol=1e-5)
 
 
@@ -276,20 +290,12 @@ def test_repeated_distillation_boxes_are_embedded_once_with_the_same_loss_and_gr
     heads.box_pooler.register_forward_hook(lambda m, i, o: pooled.append(o.shape[0]))
     params = [p for n, p in heads.box_head.named_parameters() if not n.startswith("reg_branch")]
     with EventStorage():
-        images = model.preprocess_image(batch)
-        features = model.backbone(images.tensor)
-        regions = [x["distill_regions"] for x in batch]
-        feats = [features[f] for f in heads.box_in_features]
-        emb, _ = heads.box_head(heads.box_pooler(feats, [r.boxes for r in regions]))
-        targets = F.normalize(torch.cat([r.targets for r in regions]).float(), dim=1)
-        w = torch.cat([r.weights / r.weights.mean() for r in regions])
-        expected = D * ((emb - targets).abs() * w[:, None]).mean()
+        images, features, regions, feats, expected = _loss_by_hand(model, batch, factor=1.0)
         expected_grads = torch.autograd.grad(expected, params + feats, retain_graph=True,
                                              allow_unused=True)  # fmt: skip
-        proposals = [Instances(x["instances"].image_size, proposal_boxes=x["instances"].gt_boxes,
-                               objectness_logits=torch.zeros(2)) for x in batch]  # fmt: skip
         pooled.clear()
-        _, losses = heads(images, features, proposals, [x["instances"] for x in batch], regions)
+        _, losses = heads(images, features, _gt_proposals(batch), [x["instances"] for x in batch],
+                          regions)  # fmt: skip
         grads = torch.autograd.grad(losses["loss_distill"], params + feats, allow_unused=True)
     assert pooled[1:] == [2 * 5]  # after the proposals: 5 distinct distillation boxes per image
     torch.testing.assert_close(losses["loss_distill"], expected, rtol=1e-4, atol=1e-5)

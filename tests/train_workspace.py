@@ -4,8 +4,11 @@ import os
 import subprocess
 import sys
 
+from detectron2.data import DatasetCatalog
+
 from ezsd.clip import save_clip_checkpoint
-from ezsd.data.shapes_ovd import generate_shapes_ovd
+from ezsd.data.datasets import register_ovd_dataset
+from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, generate_shapes_ovd
 
 from tiny_clip import EMBED_DIM, tiny_clip
 
@@ -20,6 +23,21 @@ def tool_command(name, *args):
 def run_tool(name, *args, env, timeout=None):
     return subprocess.run(tool_command(name, *args), env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
+
+
+SHAPES_BASE = [c for c in CATEGORY_NAMES if c not in DEFAULT_NOVEL_CLASSES]
+
+
+def register_shapes_splits(data, train_name, val_name):
+    """Register a generated ShapesOVD folder's train (base only) and val (all) splits in this
+    process under the given names (once: a name already registered is kept)."""
+    for name, split, novel_annotated in ((train_name, "train", False), (val_name, "val", True)):
+        if name not in DatasetCatalog.list():
+            register_ovd_dataset(
+                name, str(data / f"{split}.json"), str(data / split), SHAPES_BASE,
+                DEFAULT_NOVEL_CLASSES, novel_annotated=novel_annotated,
+                thing_classes=CATEGORY_NAMES if novel_annotated else SHAPES_BASE,
+            )  # fmt: skip
 
 
 def build_workspace(root):

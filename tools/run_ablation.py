@@ -31,7 +31,7 @@ ADDS = {
     "renorm_clip_proposals": ("+ CLIP proposals as distilled regions", "+5.8 (quoted)"),
     "full": ("+ semantic-based regression (EZSD)", "-"),
 }
-EXPECTED_ORDER = ["no_distill", "vild_like", "renorm", "renorm_clip_proposals", "full"]
+EXPECTED_ORDER = list(VARIANTS)  # run_pipeline lists them in the paper's order, weakest first
 
 
 def parse_args(argv=None):
