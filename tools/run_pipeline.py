@@ -28,7 +28,7 @@ from ezsd.utils.file_io import atomic_write_json
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SMALL_CLIP = os.path.join(REPO, "weights", "shapes_clip_vit.pt")
-CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN.yaml")
+CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN_pretrained.yaml")
 
 # What each variant switches on; the paper's ablation read from top to bottom. `proposals` is the
 # precompute --proposal-mode of the distilled regions: None (no distillation), "random" (regions
