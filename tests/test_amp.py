@@ -3,9 +3,7 @@ fp16 with detectron2's AMPTrainer on CUDA), and SOLVER.AMP.ENABLED through train
 
 Where precision matters the predictor and the loss compute in float32 whatever autocast does:
 T * cos with T ~ 100 in bfloat16 (8 significant bits) would be off by up to ~0.4 logits."""
-import importlib.util
 import itertools
-import os
 
 import pytest
 import torch
@@ -20,7 +18,7 @@ from ezsd.modeling import distillation_loss
 
 from test_predictor import _inputs, _predictor
 from test_roi_heads import _batch, _cfg
-from train_workspace import REPO, train_args
+from train_workspace import load_tool, train_args
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
@@ -115,9 +113,7 @@ def test_train_net_trainer_with_solver_amp_on_cpu(shapes_workspace, tmp_path):
         data = root / "shapes_ovd"
         register_ovd_dataset(name, str(data / "train.json"), str(data / "train"), base,
                              DEFAULT_NOVEL_CLASSES, thing_classes=base)  # fmt: skip
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(REPO, "tools", "train_net.py"))
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
+    train_net = load_tool("train_net")
     argv = train_args(root, tmp_path / "amp", "SOLVER.AMP.ENABLED", True, "SOLVER.MAX_ITER", 2,
                       "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()")  # fmt: skip
     args = train_net.default_argument_parser().parse_args(list(map(str, argv)))

@@ -2,7 +2,6 @@
 ratio is the quotient of its parts (a few 64 px ShapesOVD images, the tests' tiny CLIP, two
 timed iterations of each detector; well under a minute on two CPU cores)."""
 import glob
-import importlib.util
 import json
 import math
 import os
@@ -12,16 +11,14 @@ import pytest
 from ezsd.clip import save_clip_checkpoint
 
 from tiny_clip import tiny_clip
+from train_workspace import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "benchmark.py")
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("benchmark", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("benchmark")
 
 
 @pytest.fixture(scope="module")

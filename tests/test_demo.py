@@ -1,7 +1,6 @@
 """tools/demo.py with a tiny random EZSD model (the ShapesOVD config) and a tiny CLIP on generated
 images: a dataset's vocabulary, a custom one (computed once, then read from the cache), the PNGs
 and detections.json, and bad input as a one-line error that writes nothing."""
-import importlib.util
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from PIL import Image
 from ezsd import add_ezsd_config
 from ezsd.clip import save_clip_checkpoint, save_text_embeddings, text_embeddings
 
-from train_workspace import CONFIG, REPO
+from train_workspace import CONFIG, load_tool
 from train_workspace import run_tool as _tool
 from tiny_clip import EMBED_DIM, tiny_clip
 
@@ -28,11 +27,7 @@ IMAGE_SIZES = {"a.png": (96, 80), "b.jpg": (64, 64)}  # file: (width, height)
 
 @pytest.fixture(scope="module")
 def demo_module():
-    path = os.path.join(REPO, "tools", "demo.py")
-    spec = importlib.util.spec_from_file_location("ezsd_demo_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("demo")
 
 
 @pytest.fixture

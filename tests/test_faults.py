@@ -9,7 +9,6 @@ an output folder that cannot be written.
   one line `error: ...` naming the folder, exit non-zero, and leave the files there unchanged.
 (tools/precompute_clip_features.py killed at a random image: test_precompute.py.)
 """
-import importlib.util
 import json
 import os
 import random
@@ -26,7 +25,7 @@ import torch
 
 from ezsd.offline.renormalization import CHECKPOINT_NAME, REPORT_NAME, STATE_NAME
 
-from train_workspace import REPO, register_shapes_splits, tool_command, train_args
+from train_workspace import REPO, load_tool, register_shapes_splits, tool_command, train_args
 
 TRAIN, VAL = "test_faults_shapes_train", "test_faults_shapes_val"  # in-process names
 RENORM = ["--epochs", 12, "--images-per-batch", 1, "--lr", "1e-2", "--seed", 3, "--no-progress"]
@@ -36,10 +35,7 @@ FAST = ["INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", 96, "DATASETS.T
 
 
 def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(name)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 Tiny on purpose: a random ViT CLIP with 32 px input and 6 + 2 images of 64 px with coloured boxes;
 the file runs in a few seconds on two CPU cores.
 """
-import importlib.util
 import json
 import os
 
@@ -22,6 +21,7 @@ from ezsd.offline.renormalization import (
 )  # fmt: skip
 
 from tiny_clip import tiny_clip
+from train_workspace import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "finetune_clip.py")
@@ -72,10 +72,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("finetune_clip", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("finetune_clip")
 
 
 def _samples():

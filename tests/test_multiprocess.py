@@ -3,14 +3,12 @@ DistributedDataParallel without device ids), against the same run in one process
 
 The pre-computation's own multi-rank path (torchrun, one shard per rank, the same store as one
 process) is tests/test_precompute.py::test_torchrun_ranks_take_one_shard_each."""
-import importlib.util
 import json
-import os
 
 import pytest
 import torch
 
-from train_workspace import REPO, run_tool, train_args
+from train_workspace import load_tool, run_tool, train_args
 
 # Deterministic and small: GroupNorm instead of BatchNorm (batch statistics differ between one
 # batch of 2 and two batches of 1), no random flip, 96 px, the same SEED (the same image order:
@@ -33,10 +31,7 @@ def _weights(path):
 
 
 def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(REPO, "tools", "train_net.py"))
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
-    return train_net
+    return load_tool("train_net")
 
 
 def _initial_weights(root, path):

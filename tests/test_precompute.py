@@ -4,7 +4,6 @@ Tiny on purpose: a few 64 px ShapesOVD images, a random ViT CLIP with 32 px inpu
 image; the whole file runs in well under a minute on two CPU cores.
 """
 import glob
-import importlib.util
 import math
 import os
 import random
@@ -34,6 +33,7 @@ from ezsd.utils.errors import UserInputError
 
 from tiny_clip import tiny_clip
 from train_workspace import SHAPES_BASE, register_shapes_splits
+from train_workspace import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "precompute_clip_features.py")
@@ -44,10 +44,7 @@ NUM_TRAIN = 6
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("precompute_clip_features", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("precompute_clip_features")
 
 
 @pytest.fixture(scope="module", autouse=True)

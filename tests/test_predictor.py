@@ -231,3 +231,33 @@ def test_vocabularies_from_config_are_checked_against_datasets(tmp_path):
     # no inference vocabulary although the test dataset has other classes: refused at build time
     with pytest.raises(UserInputError, match="set MODEL.EZSD.TEST_TEXT_EMBEDDINGS"):
         EZSDPredictor(_cfg(tmp_path, (train,), (test,)), *shapes)
+
+
+def test_temperature_lr_factor_scales_log_t_and_background_only():
+    """train_net's optimizer gives MODEL.EZSD.TEMPERATURE_LR_FACTOR to the parameters whose
+    gradient carries T (log T, the background vector) and the base LR to every other one."""
+    from detectron2.config import get_cfg
+    from torch import nn
+
+    from ezsd import add_ezsd_config
+    from ezsd.modeling import temperature_scaled_parameters
+    from train_workspace import load_tool
+
+    model = nn.Module()
+    model.roi_heads = nn.Module()
+    model.roi_heads.box_predictor = pred = _predictor()
+    assert temperature_scaled_parameters(model) == [
+        "roi_heads.box_predictor.log_temperature", "roi_heads.box_predictor.bg_score.weight",
+    ]  # fmt: skip
+    cfg = get_cfg()
+    add_ezsd_config(cfg)
+    cfg.SOLVER.BASE_LR, cfg.MODEL.EZSD.TEMPERATURE_LR_FACTOR = 0.02, 0.01
+    optimizer = load_tool("train_net").Trainer.build_optimizer(cfg, model)
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    assert group_of[id(pred.log_temperature)]["lr"] == pytest.approx(0.0002)
+    assert group_of[id(pred.log_temperature)]["weight_decay"] == 0.0
+    assert group_of[id(pred.bg_score.weight)]["lr"] == pytest.approx(0.0002)
+    others = [p for n, p in pred.named_parameters() if n not in ("log_temperature", "bg_score.weight")]
+    assert others and all(group_of[id(p)]["lr"] == pytest.approx(0.02) for p in others)
+    fixed = _predictor(learn_temperature=False)  # a buffer, not a parameter: nothing to scale
+    assert temperature_scaled_parameters(fixed) == ["bg_score.weight"]

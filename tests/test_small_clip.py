@@ -1,5 +1,4 @@
 """The shipped small CLIP (weights/shapes_clip_vit.pt) and the tool that trains it."""
-import importlib.util
 import os
 
 import clip
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 
 from ezsd.clip import encode_regions, load_clip, text_embeddings
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, render_clip_pairs, render_scene
+from train_workspace import load_tool
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 WEIGHTS = os.path.join(REPO, "weights", "shapes_clip_vit.pt")
@@ -17,10 +17,7 @@ CHANCE = 1.0 / len(CATEGORY_NAMES)
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("train_small_clip", os.path.join(REPO, "tools", "train_small_clip.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("train_small_clip")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ Batch `k` is rendered from seed (seed, k), so a run killed and resumed (`--resum
 state saved every --save-every steps) sees the same data as an uninterrupted one.
 """
 import argparse
-import math
 import os
 import time
 
@@ -26,6 +25,7 @@ from ezsd.config import load_ezsd_config
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, render_clip_pairs
 from ezsd.utils.errors import exit_on_user_error
 from ezsd.utils.file_io import atomic_write, check_writable_dir
+from ezsd.utils.schedule import decay_param_groups, warmup_cosine
 
 EVAL_SEED_OFFSET = 1_000_003  # held-out evaluation images never share a seed with a training batch
 PREFIX = "backbone.bottom_up."  # where build_resnet_fpn_backbone puts the ResNet in the detector
@@ -75,12 +75,6 @@ class Classifier(torch.nn.Module):
         return self.fc(self.resnet(x)["res5"].mean((2, 3)))
 
 
-def lr_factor(step, args):
-    if step < args.warmup:
-        return (step + 1) / args.warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - args.warmup) / max(1, args.steps - args.warmup)))
-
-
 @torch.no_grad()
 def accuracy(model, args):
     model.eval()
@@ -115,12 +109,11 @@ def main(argv=None):
     check_writable_dir(os.path.dirname(os.path.abspath(args.out)), "--out folder")
     torch.manual_seed(args.seed)
     model = Classifier(cfg).train()
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": args.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}],
-                          lr=args.lr, momentum=0.9, nesterov=True)  # fmt: skip
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args))
+    opt = torch.optim.SGD(decay_param_groups(model, args.weight_decay), lr=args.lr, momentum=0.9,
+                          nesterov=True)  # fmt: skip
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: warmup_cosine(step, args.warmup, args.steps)
+    )
     state_path, step = args.out + ".state", 0
     if args.resume and os.path.exists(state_path):
         state = torch.load(state_path, weights_only=False)

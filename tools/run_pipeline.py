@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from ezsd.config import load_ezsd_config
 from ezsd.data.shapes_ovd import DEFAULT_NOVEL_CLASSES
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write_json
@@ -56,12 +57,23 @@ def parse_args(argv=None):
     p.add_argument("--num-val", type=int, default=200)
     p.add_argument("--renorm-epochs", type=int, default=1,
                    help="longer tuning drifts base crops to novel names (docs/RENORMALIZATION.md)")
-    p.add_argument("--max-iter", type=int, default=None, help="training iterations (config default)")
+    p.add_argument("--max-iter", type=int, default=None,
+                   help="training iterations (config default); LR steps and warm-up scale with it")
     p.add_argument("--eval-period", type=int, default=0,
                    help="also evaluate every this many iterations (results.json 'curve')")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="extra train_net.py config options, KEY VALUE ...")
     return p.parse_args(argv)
+
+
+def scaled_schedule(config_file, max_iter):
+    """SOLVER options that train `max_iter` iterations with the config's schedule shape: its LR
+    steps and warm-up at the same fractions of the run (detectron2 ignores steps past MAX_ITER)."""
+    solver = load_ezsd_config(config_file).SOLVER
+    scale = max_iter / solver.MAX_ITER
+    steps = tuple(max(1, round(step * scale)) for step in solver.STEPS)
+    return ["SOLVER.MAX_ITER", max_iter, "SOLVER.STEPS", str(steps),
+            "SOLVER.WARMUP_ITERS", round(solver.WARMUP_ITERS * scale)]
 
 
 class Pipeline:
@@ -179,7 +191,7 @@ class Pipeline:
             "MODEL.EZSD.SEMANTIC_REGRESSION", self.variant["semantic_regression"],
         ]  # fmt: skip
         if self.args.max_iter:
-            opts += ["SOLVER.MAX_ITER", self.args.max_iter]
+            opts += scaled_schedule(CONFIG, self.args.max_iter)
         if self.args.eval_period:
             opts += ["TEST.EVAL_PERIOD", self.args.eval_period]
         self.stage("train", lambda: os.path.exists(self.metrics_file), lambda: self.run_tool(

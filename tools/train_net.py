@@ -7,7 +7,6 @@
     tools/train_net.py --config-file CFG --num-gpus 2 MODEL.DEVICE cpu   # 2 CPU processes (gloo)
 """
 import logging
-import os
 import weakref
 
 import detectron2.utils.comm as comm
@@ -23,6 +22,7 @@ from ezsd.config import load_ezsd_config
 from ezsd.data.mapper import EZSDDatasetMapper
 from ezsd.engine import build_train_loop, launch
 from ezsd.evaluation import build_ovd_evaluator
+from ezsd.modeling import temperature_scaled_parameters
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import check_writable_dir
 
@@ -72,11 +72,14 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         # Weight decay would pull the classifier's learned temperature (log T) towards T = 1.
+        temperature_scaled = set(temperature_scaled_parameters(model))
         params = get_default_optimizer_params(
             model, base_lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
             weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM, bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
             weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
             overrides={"log_temperature": {"weight_decay": 0.0}},
+            lr_factor_func=lambda name: (cfg.MODEL.EZSD.TEMPERATURE_LR_FACTOR
+                                         if name in temperature_scaled else 1.0),
         )  # fmt: skip
         optimizer = torch.optim.SGD(
             params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV

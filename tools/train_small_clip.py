@@ -22,6 +22,7 @@ from clip.model import CLIP
 from ezsd.clip import load_clip, save_clip_checkpoint
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, render_clip_pairs
 from ezsd.utils.errors import UserInputError, exit_on_user_error
+from ezsd.utils.schedule import decay_param_groups, warmup_cosine
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -117,25 +118,16 @@ def zero_shot_accuracy(model, args):
     return (preds.numpy() == labels).mean(), preds
 
 
-def lr_lambda(args):
-    def f(step):
-        if step < args.warmup:
-            return (step + 1) / args.warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - args.warmup) / max(1, args.steps - args.warmup)))
-    return f
-
-
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     model = build_clip(args).float().train()
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(args))
+    opt = torch.optim.AdamW(decay_param_groups(model, args.weight_decay), lr=args.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: warmup_cosine(step, args.warmup, args.steps)
+    )
     loader = torch.utils.data.DataLoader(Batches(args), batch_size=None, shuffle=False,
                                          num_workers=args.workers)
     print(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters for "

@@ -35,6 +35,10 @@ def add_ezsd_config(cfg):
     _C.MODEL.EZSD.TEMPERATURE = 100.0
     # Learn T (stored as log T) or keep it fixed.
     _C.MODEL.EZSD.LEARN_TEMPERATURE = True
+    # LR multiplier of the classifier parameters whose gradient carries a factor T (~100): log T
+    # and the background vector. At 1.0 one SGD step moves log T by ~0.5 and T collapses before
+    # the region embeddings are organised (docs/SHAPES_RESULTS.md).
+    _C.MODEL.EZSD.TEMPERATURE_LR_FACTOR = 1.0
     # Semantic-based regression: condition box regression on a class text embedding.
     _C.MODEL.EZSD.SEMANTIC_REGRESSION = True
     # EZSD box head layout (conv/FC widths and norm come from MODEL.ROI_BOX_HEAD.CONV_DIM/FC_DIM/NORM).

@@ -3,10 +3,11 @@
 from .box_head import EZSDBoxHead
 from .distillation import distillation_loss, normalize_weights_per_image
 from .meta_arch import EZSDRCNN
-from .predictor import EZSDPredictor, load_vocabulary_file
+from .predictor import EZSDPredictor, load_vocabulary_file, temperature_scaled_parameters
 from .roi_heads import EZSDROIHeads
 
 __all__ = [
     "EZSDBoxHead", "EZSDPredictor", "EZSDROIHeads", "EZSDRCNN",
     "distillation_loss", "normalize_weights_per_image", "load_vocabulary_file",
+    "temperature_scaled_parameters",
 ]  # fmt: skip

@@ -26,7 +26,9 @@ from ezsd.data.text_embedding_file import load_text_embeddings
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import resolve_data_path
 
-__all__ = ["EZSDPredictor", "load_vocabulary_file", "dataset_class_names"]
+__all__ = [
+    "EZSDPredictor", "load_vocabulary_file", "dataset_class_names", "temperature_scaled_parameters",
+]  # fmt: skip
 
 
 def dataset_class_names(dataset_name):
@@ -303,3 +305,16 @@ class EZSDPredictor(FastRCNNOutputLayers):
             except AssertionError:  # no EventStorage (used outside a trainer)
                 pass
         return scores, deltas
+
+
+def temperature_scaled_parameters(model: nn.Module) -> List[str]:
+    """Names (as in `model.named_parameters()`) of the learned log T and background vector of
+    every EZSDPredictor in `model`: their gradients carry the factor T, ~100x those of the other
+    weights, so the trainer gives them MODEL.EZSD.TEMPERATURE_LR_FACTOR."""
+    names = []
+    for prefix, module in model.named_modules():
+        if isinstance(module, EZSDPredictor):
+            prefix = prefix + "." if prefix else ""
+            own = dict(module.named_parameters())
+            names += [prefix + n for n in ("log_temperature", "bg_score.weight") if n in own]
+    return names
