@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from train_workspace import REPO, tool_command
@@ -43,6 +44,28 @@ def test_efficiency_curve_is_a_png(tmp_path):
 def test_bad_arguments_are_named(argv, message):
     with pytest.raises(Exception, match=message.replace("[", r"\[").replace("]", r"\]")):
         run_ablation.parse_args(argv)
+
+
+@pytest.mark.parametrize("max_iter", [1, 2, 3, 7, 200, 5000])
+def test_scaled_schedule_is_one_detectron2_accepts(max_iter):
+    """--max-iter keeps the LR steps and warm-up at the config's fractions, down to toy runs."""
+    from detectron2.solver import build_lr_scheduler
+
+    import run_pipeline
+
+    opts = run_pipeline.scaled_schedule(run_pipeline.CONFIG, max_iter)
+    cfg = run_pipeline.load_ezsd_config(run_pipeline.CONFIG)
+    cfg.merge_from_list([str(o) for o in opts])
+    assert cfg.SOLVER.MAX_ITER == max_iter
+    assert all(0 < s < max_iter for s in cfg.SOLVER.STEPS)
+    full = run_pipeline.load_ezsd_config(run_pipeline.CONFIG).SOLVER
+    if max_iter == full.MAX_ITER:
+        assert tuple(cfg.SOLVER.STEPS) == tuple(full.STEPS)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    for _ in range(max_iter):
+        optimizer.step()
+        scheduler.step()
 
 
 def test_two_variants_share_data_text_and_features(tmp_path):

@@ -68,11 +68,12 @@ def parse_args(argv=None):
 
 def scaled_schedule(config_file, max_iter):
     """SOLVER options that train `max_iter` iterations with the config's schedule shape: its LR
-    steps and warm-up at the same fractions of the run (detectron2 ignores steps past MAX_ITER)."""
+    steps and warm-up at the same fractions of the run. Steps that round together or onto the
+    last iteration are dropped (fvcore's scheduler needs distinct steps below MAX_ITER)."""
     solver = load_ezsd_config(config_file).SOLVER
     scale = max_iter / solver.MAX_ITER
-    steps = tuple(max(1, round(step * scale)) for step in solver.STEPS)
-    return ["SOLVER.MAX_ITER", max_iter, "SOLVER.STEPS", str(steps),
+    steps = sorted({round(step * scale) for step in solver.STEPS} & set(range(1, max_iter)))
+    return ["SOLVER.MAX_ITER", max_iter, "SOLVER.STEPS", str(tuple(steps)),
             "SOLVER.WARMUP_ITERS", round(solver.WARMUP_ITERS * scale)]
 
 
