@@ -76,8 +76,14 @@ def workspace(tmp_path_factory):
     run.mkdir()
     cfg.OUTPUT_DIR = str(run)
     torch.manual_seed(0)
-    DetectionCheckpointer(build_model(cfg), save_dir=str(run)).save("model_final")
-    (run / "config.yaml").write_text(cfg.dump())  # as default_setup writes it; MODEL.WEIGHTS ""
+    model = build_model(cfg)
+    DetectionCheckpointer(model, save_dir=str(run)).save("model_final")
+    # The run started from a backbone-only checkpoint (as ShapesOVD's pre-trained config does):
+    # its config.yaml names that file, which does not fit the whole model.
+    backbone = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.bottom_up")}
+    torch.save({"model": backbone}, root / "init_backbone.pth")
+    cfg.MODEL.WEIGHTS = str(root / "init_backbone.pth")
+    (run / "config.yaml").write_text(cfg.dump())  # as default_setup writes it
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1")
     return root, opts + ["MODEL.WEIGHTS", str(run / "model_final.pth")], env
 

@@ -104,23 +104,24 @@ def setup_cfg(args):
     elif cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning(f"MODEL.DEVICE is {cfg.MODEL.DEVICE} but CUDA is not available: using the CPU")
         cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = weights_file(cfg, args.config_file)
+    cfg.MODEL.WEIGHTS = weights_file(cfg, args.config_file, "MODEL.WEIGHTS" in args.opts[::2])
     cfg.freeze()
     return cfg
 
 
-def weights_file(cfg, config_file):
-    """MODEL.WEIGHTS, checked; when empty and the config is a training run's own config.yaml (it
-    lies in its OUTPUT_DIR), that run's last checkpoint."""
+def weights_file(cfg, config_file, weights_from_opts=False):
+    """MODEL.WEIGHTS, checked. When the config is a training run's own config.yaml (it lies in its
+    OUTPUT_DIR) and --opts does not name MODEL.WEIGHTS, that run's last checkpoint: the config's
+    MODEL.WEIGHTS is what the run started from (e.g. a pre-trained backbone), not what it trained."""
     weights = cfg.MODEL.WEIGHTS
     last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
     in_run = os.path.isdir(cfg.OUTPUT_DIR) and os.path.samefile(
         os.path.dirname(os.path.abspath(config_file)), cfg.OUTPUT_DIR
     )
-    if not weights and in_run and os.path.isfile(last):
+    if not weights_from_opts and in_run and os.path.isfile(last):
         with open(last) as f:
             weights = os.path.join(cfg.OUTPUT_DIR, f.read().strip())
-        logger.info(f"MODEL.WEIGHTS is empty: using the run's last checkpoint {weights}")
+        logger.info(f"using the training run's last checkpoint {weights}")
     if not weights:
         raise UserInputError(
             "MODEL.WEIGHTS is empty: pass the trained model, e.g. --opts MODEL.WEIGHTS "
