@@ -261,3 +261,42 @@ def test_temperature_lr_factor_scales_log_t_and_background_only():
     assert others and all(group_of[id(p)]["lr"] == pytest.approx(0.02) for p in others)
     fixed = _predictor(learn_temperature=False)  # a buffer, not a parameter: nothing to scale
     assert temperature_scaled_parameters(fixed) == ["bg_score.weight"]
+
+
+def test_solver_optimizer_selects_sgd_or_adamw_with_the_same_groups_and_clipping():
+    """SOLVER.OPTIMIZER: SGD (the paper's) or ADAMW, each with the EZSD parameter groups and
+    detectron2's gradient clipping; any other name is a one-line error naming the key."""
+    from detectron2.config import get_cfg
+    from torch import nn
+
+    from ezsd import add_ezsd_config
+    from ezsd.utils.errors import UserInputError
+    from train_workspace import load_tool
+
+    build = load_tool("train_net").Trainer.build_optimizer
+    cfg = get_cfg()
+    add_ezsd_config(cfg)
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1e-3
+    cfg.SOLVER.BASE_LR, cfg.MODEL.EZSD.TEMPERATURE_LR_FACTOR = 0.02, 0.5
+    assert cfg.SOLVER.OPTIMIZER == "SGD"
+    for name, kind in (("SGD", torch.optim.SGD), ("AdamW", torch.optim.AdamW)):
+        cfg.SOLVER.OPTIMIZER = name
+        model = nn.Module()
+        model.box_predictor = pred = _predictor()
+        optimizer = build(cfg, model)
+        assert isinstance(optimizer, kind)
+        group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+        assert group_of[id(pred.log_temperature)]["lr"] == pytest.approx(0.01)
+        # one step with a huge gradient: clipped to norm 1e-3 per parameter, so the bias moves
+        # by at most lr * 1e-3 (SGD) or about lr (AdamW's normalised first step)
+        before = pred.bbox_pred.bias.detach().clone()
+        for p in pred.parameters():
+            p.grad = torch.zeros_like(p)
+        pred.bbox_pred.bias.grad.fill_(1e6)
+        optimizer.step()
+        moved = (pred.bbox_pred.bias.detach() - before).abs().max().item()
+        assert 0 < moved <= (0.02 * 1e-3 * 1.01 if name == "SGD" else 0.0201)
+    cfg.SOLVER.OPTIMIZER = "LION"
+    with pytest.raises(UserInputError, match="SOLVER.OPTIMIZER 'LION'"):
+        build(cfg, _predictor())

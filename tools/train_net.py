@@ -81,10 +81,19 @@ class Trainer(DefaultTrainer):
             lr_factor_func=lambda name: (cfg.MODEL.EZSD.TEMPERATURE_LR_FACTOR
                                          if name in temperature_scaled else 1.0),
         )  # fmt: skip
-        optimizer = torch.optim.SGD(
-            params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV
+        kind = cfg.SOLVER.OPTIMIZER.upper()
+        if kind == "SGD":
+            optimizer_class, options = torch.optim.SGD, dict(
+                momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV
+            )
+        elif kind == "ADAMW":
+            optimizer_class, options = torch.optim.AdamW, {}
+        else:
+            raise UserInputError(f"SOLVER.OPTIMIZER '{cfg.SOLVER.OPTIMIZER}': use SGD or ADAMW")
+        # maybe_add_gradient_clipping wraps the class, so it is applied before instantiation.
+        return maybe_add_gradient_clipping(cfg, optimizer_class)(
+            params, lr=cfg.SOLVER.BASE_LR, **options
         )
-        return maybe_add_gradient_clipping(cfg, optimizer)
 
 
 def load_config(args):

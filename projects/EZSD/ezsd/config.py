@@ -62,6 +62,11 @@ def add_ezsd_config(cfg):
     # An image without stored regions: "error" (default) or "skip" (train it without distillation, counted and logged).
     _C.MODEL.EZSD.DISTILL.ON_MISSING = "error"
 
+    # ---- solver (tools/train_net.py) ----
+    # Optimizer: "SGD" (the paper's; SOLVER.MOMENTUM, SOLVER.NESTEROV) or "ADAMW" (betas 0.9/0.999;
+    # converges in far fewer iterations, which short CPU schedules need).
+    _C.SOLVER.OPTIMIZER = "SGD"
+
 
 def load_ezsd_config(config_file, opts=(), opts_name="command-line option"):
     """A detectron2 config with the EZSD keys, merged from `config_file` and then `opts`
