@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from ezsd.clip import encode_regions, load_clip, text_embeddings
-from ezsd.data.shapes_ovd import CATEGORY_NAMES, render_clip_pairs, render_scene
+from ezsd.data.shapes_ovd import (
+    BACKGROUND_CAPTIONS, BACKGROUND_LABEL, CATEGORY_NAMES, render_clip_pairs, render_scene,
+)  # fmt: skip
 from train_workspace import load_tool
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
@@ -32,6 +34,33 @@ def test_shipped_clip_knows_its_own_domain(shipped):
     images, labels, _ = render_clip_pairs(seed=2024, num=48, image_size=model.visual.input_resolution)
     pred = (F.normalize(model.encode_image(_tool().to_tensor(images)), dim=-1) @ text.T).argmax(1)
     assert (pred.numpy() == labels).mean() > 0.8  # chance: 1/12
+
+
+@torch.no_grad()
+def test_shipped_clip_is_unsure_on_object_free_images(shipped):
+    """It has seen images of none of the categories: its top softmax probability over the names
+    (at its own logit scale) is far lower on them than on images of a category, as a real CLIP's
+    is on background. CLIP proposals' objectness and the distilled background rely on it."""
+    model, text = shipped
+    images, labels, _ = render_clip_pairs(seed=2025, num=96, image_size=model.visual.input_resolution,
+                                          background_fraction=0.5)  # fmt: skip
+    image = F.normalize(model.encode_image(_tool().to_tensor(images)).float(), dim=-1)
+    top = (model.logit_scale.exp().float() * image @ text.float().T).softmax(1).max(1).values
+    on_objects = top[torch.from_numpy(labels >= 0)].mean()
+    on_background = top[torch.from_numpy(labels == BACKGROUND_LABEL)].mean()
+    assert on_objects > 0.8 and on_background < on_objects - 0.25, (on_objects, on_background)
+
+
+def test_object_free_pairs_name_no_category_and_leave_the_default_unchanged():
+    images, labels, captions = render_clip_pairs(seed=3, num=40, image_size=32, background_fraction=0.25)
+    background = labels == BACKGROUND_LABEL
+    assert background.sum() == 10 and images.shape == (40, 32, 32, 3)
+    for caption, is_background in zip(captions, background):
+        named = [n for n in CATEGORY_NAMES if n in caption.split()]
+        assert (caption in BACKGROUND_CAPTIONS and not named) if is_background else len(named) == 1
+    default = render_clip_pairs(seed=3, num=40, image_size=32)
+    again = render_clip_pairs(seed=3, num=40, image_size=32, background_fraction=0.0)
+    assert (default[1] >= 0).all() and all(np.array_equal(a, b) for a, b in zip(default[:2], again[:2]))
 
 
 def test_shipped_clip_beats_chance_on_detection_crops(shipped):

@@ -7,7 +7,9 @@ CLIP it knows the novel concepts at image level. The defaults reproduce the ship
 docs/SMALL_CLIP.md for the command, the log and the measured accuracies.
 
 The loss is CLIP's symmetric InfoNCE with class-aware targets: captions of the same class in a
-batch are positives, not negatives (with 12 classes a batch of 128 holds ~10 per class).
+batch are positives, not negatives (with 12 classes a batch of 128 holds ~10 per class). A
+fraction of the images shows no category (captions such as "a photo of a background"): their
+captions are positives of one another, and every category caption is a negative for them.
 """
 import argparse
 import math
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from clip.model import CLIP
 
 from ezsd.clip import load_clip, save_clip_checkpoint
-from ezsd.data.shapes_ovd import CATEGORY_NAMES, render_clip_pairs
+from ezsd.data.shapes_ovd import BACKGROUND_LABEL, CATEGORY_NAMES, render_clip_pairs
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.schedule import decay_param_groups, warmup_cosine
 
@@ -38,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps, then cosine")
+    p.add_argument("--background-fraction", type=float, default=0.25,
+                   help="share of object-free images (captions name no category)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--patch-size", type=int, default=8)
     p.add_argument("--vision-width", type=int, default=128, help="multiple of 64 (heads = width/64)")
@@ -83,12 +87,14 @@ class Batches(torch.utils.data.Dataset):
     def __init__(self, args):
         self.seed, self.size, self.n = args.seed, args.image_size, args.batch_size
         self.context_length, self.steps = args.context_length, args.steps
+        self.background_fraction = args.background_fraction
 
     def __len__(self):
         return self.steps
 
     def __getitem__(self, step):
-        images, labels, captions = render_clip_pairs([self.seed, step], self.n, self.size)
+        images, labels, captions = render_clip_pairs([self.seed, step], self.n, self.size,
+                                                     self.background_fraction)  # fmt: skip
         tokens = clip.tokenize(captions, context_length=self.context_length, truncate=True)
         return to_tensor(images), torch.from_numpy(labels), tokens
 
@@ -118,9 +124,26 @@ def zero_shot_accuracy(model, args):
     return (preds.numpy() == labels).mean(), preds
 
 
+@torch.no_grad()
+def background_confidence(model, args):
+    """Mean top softmax probability over the category names (at CLIP's own logit scale) of
+    held-out images with an object and of object-free ones: a CLIP that knows "none of these" is
+    less sure on the latter, which is what CLIP proposals' objectness measures."""
+    model.eval()
+    images, labels, _ = render_clip_pairs(args.seed + EVAL_SEED_OFFSET, 512, args.image_size, 0.5)
+    prompts = clip.tokenize([f"a photo of a {n}" for n in CATEGORY_NAMES], context_length=args.context_length)
+    txt = F.normalize(model.encode_text(prompts).float(), dim=-1)
+    img = F.normalize(model.encode_image(to_tensor(images)).float(), dim=-1)
+    top = (model.logit_scale.exp().float() * img @ txt.t()).softmax(1).max(1).values.numpy()
+    model.train()
+    return float(top[labels >= 0].mean()), float(top[labels == BACKGROUND_LABEL].mean())
+
+
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
+    if not 0.0 <= args.background_fraction < 1.0:
+        raise UserInputError(f"--background-fraction {args.background_fraction}: must be in [0, 1)")
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     model = build_clip(args).float().train()
@@ -153,6 +176,9 @@ def main(argv=None):
           f"({args.eval_images} held-out CLIP-domain images, 'a photo of a {{}}')")
     print(f"wrote {args.out}; rebuilt by clip.model.build_model: accuracy {acc_rebuilt:.4f}, "
           f"predictions agree on {agree:.4f} of images")
+    on_objects, on_background = background_confidence(rebuilt, args)
+    print(f"top softmax probability over the category names: {on_objects:.3f} on images with an "
+          f"object, {on_background:.3f} on object-free images (256 held-out each)")
     return model
 
 

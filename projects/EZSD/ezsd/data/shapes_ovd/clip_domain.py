@@ -5,6 +5,10 @@ at a wide range of scales and positions, sometimes with clutter, sometimes with 
 neighbour of another class, and sometimes cut out and zero-padded the way region crops are. The
 camera is neutral. So, of everything a detection crop shows, only the detection camera
 (`camera.py`) and the crop statistics of crowded scenes are new to a CLIP trained here.
+
+Optionally a fraction of the images shows no category at all (background and distractors only),
+captioned without a category name, as countless web images show none of COCO's classes: a CLIP
+that has seen them is unsure on background crops, which CLIP proposals and distillation rely on.
 """
 import math
 
@@ -14,7 +18,7 @@ from PIL import Image
 from .backgrounds import draw_clutter, render_background
 from .categories import CATEGORY_NAMES, render_icon
 
-__all__ = ["CAPTION_TEMPLATES", "render_clip_pairs"]
+__all__ = ["BACKGROUND_CAPTIONS", "BACKGROUND_LABEL", "CAPTION_TEMPLATES", "render_clip_pairs"]
 
 CAPTION_TEMPLATES = (
     "a photo of a {}",
@@ -26,6 +30,18 @@ CAPTION_TEMPLATES = (
     "a {}",
     "there is a {} in this picture",
 )
+# Captions of object-free images: no category name, several phrasings as for objects.
+BACKGROUND_CAPTIONS = (
+    "a photo of a background",
+    "a picture of a wall",
+    "an image of a texture",
+    "a drawing of lines and dots",
+    "a close-up photo of a surface",
+    "a photo of a pattern",
+    "an empty picture",
+    "there is nothing in this picture",
+)
+BACKGROUND_LABEL = -1  # label of an object-free image in render_clip_pairs
 P_CLUTTER, P_NEIGHBOUR, P_CROP = 0.5, 0.35, 0.25
 
 
@@ -77,18 +93,42 @@ def _render_one(rng, label, size):
     return canvas
 
 
-def render_clip_pairs(seed, num, image_size=64):
+def _render_background_only(rng, size):
+    """Background and distractors, no object; like a region crop (zero-padded) in P_CROP."""
+    crop_mode = rng.random() < P_CROP
+    s = 2 * size if crop_mode else size
+    canvas = Image.fromarray(render_background(s, s, rng).astype(np.uint8))
+    draw_clutter(canvas, rng, int(rng.integers(2, 14)))
+    if crop_mode:
+        w, h = np.exp(rng.uniform(math.log(0.2 * s), math.log(0.7 * s), 2))
+        x, y = rng.uniform(0, s - w), rng.uniform(0, s - h)
+        return _crop_square(canvas, (x, y, x + w, y + h), rng, size)
+    return canvas
+
+
+def render_clip_pairs(seed, num, image_size=64, background_fraction=0.0):
     """`num` image-caption pairs: (uint8 (N, H, W, 3), int64 labels (N,), list of captions).
 
     Labels cycle through all categories (in shuffled order), so any `num` >= the number of
-    categories covers every one of them.
+    categories covers every one of them. `background_fraction` of the images (rounded) show no
+    category: label BACKGROUND_LABEL, a caption of BACKGROUND_CAPTIONS. With 0 (the default) the
+    pairs are exactly those of earlier versions for the same seed.
     """
     rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(num) % len(CATEGORY_NAMES)).astype(np.int64)
+    num_background = int(round(num * background_fraction))
+    labels = np.arange(num - num_background) % len(CATEGORY_NAMES)
+    labels = np.concatenate([labels, np.full(num_background, BACKGROUND_LABEL)])
+    labels = rng.permutation(labels).astype(np.int64)
     images = np.empty((num, image_size, image_size, 3), dtype=np.uint8)
     captions = []
     for i, label in enumerate(labels):
-        images[i] = np.asarray(_render_one(rng, int(label), image_size).convert("RGB"))
-        template = CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))]
-        captions.append(template.format(CATEGORY_NAMES[label]))
+        if label == BACKGROUND_LABEL:
+            image = _render_background_only(rng, image_size)
+            caption = BACKGROUND_CAPTIONS[rng.integers(len(BACKGROUND_CAPTIONS))]
+        else:
+            image = _render_one(rng, int(label), image_size)
+            template = CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))]
+            caption = template.format(CATEGORY_NAMES[label])
+        images[i] = np.asarray(image.convert("RGB"))
+        captions.append(caption)
     return images, labels, captions
