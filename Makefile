@@ -29,7 +29,7 @@ $(STAMP): requirements.txt setup.py
 # Demo scale: a CPU-sized run of every stage (tools/run_pipeline.py --help for the full-size one).
 demo: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) tools/run_pipeline.py --output-dir output/demo \
-		--num-train 100 --num-val 40 --max-iter 200
+		--num-train 100 --num-val 40 --max-iter 400
 	DETECTRON2_DATASETS=output/demo/datasets $(PY) tools/demo.py --cpu \
 		--config-file output/demo/train/config.yaml --vocabulary shapes_ovd_val \
 		--input 'output/demo/datasets/shapes_ovd/val/00000[0-3].jpg' --output output/demo/pictures \
