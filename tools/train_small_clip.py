@@ -108,14 +108,19 @@ def class_aware_clip_loss(model, images, tokens, labels):
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
 
+def name_embeddings(model, args):
+    """L2-normalised text embeddings of "a photo of a {}" for every category, in CATEGORY_NAMES order."""
+    prompts = clip.tokenize([f"a photo of a {n}" for n in CATEGORY_NAMES], context_length=args.context_length)
+    return F.normalize(model.encode_text(prompts).float(), dim=-1)
+
+
 @torch.no_grad()
 def zero_shot_accuracy(model, args):
     """Top-1 over all category names with the prompt "a photo of a {}", on held-out images."""
     model.eval()
     images, labels, _ = render_clip_pairs(args.seed + EVAL_SEED_OFFSET, args.eval_images,
                                           args.image_size)
-    prompts = clip.tokenize([f"a photo of a {n}" for n in CATEGORY_NAMES], context_length=args.context_length)
-    txt = F.normalize(model.encode_text(prompts).float(), dim=-1)
+    txt = name_embeddings(model, args)
     preds = torch.cat([
         (F.normalize(model.encode_image(to_tensor(images[i:i + 256])).float(), dim=-1) @ txt.t()).argmax(1)
         for i in range(0, len(images), 256)
@@ -131,8 +136,7 @@ def background_confidence(model, args):
     less sure on the latter, which is what CLIP proposals' objectness measures."""
     model.eval()
     images, labels, _ = render_clip_pairs(args.seed + EVAL_SEED_OFFSET, 512, args.image_size, 0.5)
-    prompts = clip.tokenize([f"a photo of a {n}" for n in CATEGORY_NAMES], context_length=args.context_length)
-    txt = F.normalize(model.encode_text(prompts).float(), dim=-1)
+    txt = name_embeddings(model, args)
     img = F.normalize(model.encode_image(to_tensor(images)).float(), dim=-1)
     top = (model.logit_scale.exp().float() * img @ txt.t()).softmax(1).max(1).values.numpy()
     model.train()
