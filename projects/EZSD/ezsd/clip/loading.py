@@ -5,7 +5,6 @@ ShapesOVD CLIP all load the same way. `clip.load(path)` is not used for local fi
 torch its TorchScript attempt consumes the file handle and the state-dict fallback then fails.
 """
 
-import hashlib
 import logging
 import os
 import urllib.error
@@ -16,7 +15,7 @@ import torch
 from clip.model import build_model, convert_weights
 
 from ezsd.utils.errors import UserInputError
-from ezsd.utils.file_io import atomic_write
+from ezsd.utils.file_io import atomic_write, file_sha256
 
 __all__ = ["load_clip", "save_clip_checkpoint", "clip_checkpoint_hash"]
 
@@ -128,11 +127,7 @@ def clip_checkpoint_hash(name_or_path, length=12):
     """
     name_or_path = os.fspath(name_or_path)
     if os.path.isfile(name_or_path):
-        digest = hashlib.sha256()
-        with open(name_or_path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()[:length]
+        return file_sha256(name_or_path, length)
     if name_or_path in clip.available_models():
         return clip.clip._MODELS[name_or_path].split("/")[-2][:length]
     raise UserInputError(

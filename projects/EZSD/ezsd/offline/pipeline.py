@@ -33,10 +33,11 @@ from ezsd.clip import DEFAULT_PROMPTS, clip_checkpoint_hash, load_clip, text_emb
 from ezsd.data.feature_store import region_file, write_image_regions, write_manifest
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import (
-    atomic_write, atomic_write_json, check_writable_dir, remove_stale_temps,
+    atomic_write, atomic_write_json, check_writable_dir, file_sha256, remove_stale_temps,
 )  # fmt: skip
 
 from .proposals import CropScorer, ProposalSettings, compute_proposals
+from .rpn_candidates import RPNCandidates
 from .region_features import FeatureSettings, image_regions
 from .sharding import distributed_shard, finish_distributed, image_order_key, shard_records
 
@@ -57,6 +58,8 @@ class PrecomputeConfig:
     proposals_dir: Optional[str] = None  # default: output/proposals
     prompts: Sequence[str] = DEFAULT_PROMPTS
     proposal: ProposalSettings = ProposalSettings()
+    rpn_config: Optional[str] = None  # rpn proposal mode: the RPN-only model's config ...
+    rpn_weights: Optional[str] = None  # ... and checkpoint
     features: FeatureSettings = FeatureSettings()
     num_shards: int = 1
     shard_id: int = 0
@@ -143,7 +146,7 @@ class _Models:
 
     def __init__(self, cfg, class_names, device):
         self.cfg, self.class_names, self.device = cfg, class_names, device
-        self._scorer = self._feature_model = None
+        self._scorer = self._feature_model = self._candidates = None
 
     @property
     def scorer(self):
@@ -152,6 +155,13 @@ class _Models:
             text = text_embeddings(model, self.class_names, self.cfg.prompts)
             self._scorer = CropScorer(model, text, self.cfg.proposal, self.cfg.batch_size)
         return self._scorer
+
+    @property
+    def candidates(self):
+        if self._candidates is None and self.cfg.proposal.mode == "rpn":
+            self._candidates = RPNCandidates(self.cfg.rpn_config, self.cfg.rpn_weights,
+                                             self.cfg.proposal.rpn_candidates, self.device)  # fmt: skip
+        return self._candidates
 
     @property
     def feature_model(self):
@@ -216,6 +226,13 @@ def run_precompute(cfg):
     # Hashes first: a missing CLIP file is a one-line error before any work.
     proposal_hash = clip_checkpoint_hash(cfg.proposal_clip)
     feature_hash = clip_checkpoint_hash(cfg.clip) if need_features else None
+    if cfg.proposal.mode == "rpn":
+        if not (cfg.rpn_config and cfg.rpn_weights):
+            raise UserInputError("--proposal-mode rpn needs --rpn-config and --rpn-weights "
+                                 "(an RPN-only model trained on the base boxes)")  # fmt: skip
+        if not os.path.isfile(cfg.rpn_weights):
+            raise UserInputError(f"--rpn-weights: checkpoint not found: {cfg.rpn_weights}")
+        cfg.proposal = dataclasses.replace(cfg.proposal, rpn_weights_hash=file_sha256(cfg.rpn_weights))
 
     records = sorted(DatasetCatalog.get(cfg.dataset), key=image_order_key)
     if cfg.max_images is not None:
@@ -279,7 +296,7 @@ def run_precompute(cfg):
                                      "proposals (or --stage all) first")  # fmt: skip
             props = load_proposals(proposals_dir, image_id)
         else:
-            props = compute_proposals(models.scorer, image, cfg.proposal)
+            props = compute_proposals(models.scorer, image, cfg.proposal, models.candidates)
             _write_proposals(proposals_dir, image_id, props)
         proposal_counts[image_id] = (int(props["boxes"].shape[0]), int(props["num_encodings"]))
         num = int(props["boxes"].shape[0])

@@ -1,5 +1,6 @@
 """Atomic file writes: a killed job never leaves a partial file under the final name."""
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -8,7 +9,7 @@ from .errors import UserInputError
 
 __all__ = [
     "atomic_write", "atomic_write_json", "remove_stale_temps", "check_writable_dir",
-    "resolve_data_path",
+    "resolve_data_path", "file_sha256",
 ]  # fmt: skip
 
 
@@ -78,3 +79,12 @@ def resolve_data_path(path):
     root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
     rooted = os.path.join(root, path)
     return rooted if os.path.exists(rooted) or not os.path.exists(path) else path
+
+
+def file_sha256(path, length=12):
+    """Short sha256 of a file's bytes, recorded in manifests to pair derived files with it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
