@@ -95,3 +95,28 @@ def test_two_variants_share_data_text_and_features(tmp_path):
     assert manifest["settings"]["proposals"]["mode"] == "random"
     assert (out / "ablation.md").read_text().count("| `") == 2
     assert Image.open(out / "efficiency_curve.png").format == "PNG"
+
+
+def test_clip_proposals_from_the_rpn_stage(tmp_path):
+    """renorm_clip_proposals at a toy size: the rpn stage trains an RPN-only model on the base
+    boxes, whose candidates the features stage scores with the re-normalized CLIP."""
+    out = tmp_path / "pipeline"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = tool_command(
+        "run_pipeline.py", "--output-dir", out, "--variant", "renorm_clip_proposals",
+        "--num-train", 4, "--num-val", 2, "--max-iter", 1, "--rpn-max-iter", 2,
+        "--opts", "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0,
+        "MODEL.EZSD.DISTILL.NUM_PROPOSALS", 8,
+    )  # fmt: skip
+    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert {"rpn", "features", "train"} <= set(results["stage_seconds"])
+    rpn_log = (out / "rpn" / "log.txt").read_text()
+    assert "ProposalNetwork" in (out / "rpn" / "config.yaml").read_text() and "iter: 1" in rpn_log
+    manifest = json.loads((out / "features_renorm_rpn" / "proposals" / "manifest.json").read_text())
+    settings = manifest["settings"]
+    assert settings["mode"] == "rpn" and settings["rpn_candidates"] == 300
+    assert len(settings["rpn_weights_hash"]) == 12
+    encodings = [image["encodings"] for image in manifest["images"].values()]
+    assert len(encodings) == 4 and all(0 < n <= 300 for n in encodings)

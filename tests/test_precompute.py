@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
+from detectron2.data.detection_utils import read_image
 
 from ezsd.clip import save_clip_checkpoint
 from ezsd.data.datasets import register_ovd_dataset
@@ -24,8 +25,8 @@ from ezsd.data.feature_store import FeatureStore
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, generate_shapes_ovd
 from ezsd.offline.anchors import dense_anchors, num_dense_anchors
 from ezsd.offline.proposals import (
-    ProposalSettings, clip_objectness, compute_proposals, fast_proposals, nms_top_k,
-    resolve_logit_scale,
+    ProposalSettings, candidate_proposals, clip_objectness, compute_proposals, fast_proposals,
+    nms_top_k, resolve_logit_scale,
 )  # fmt: skip
 from ezsd.offline.region_features import FeatureSettings, base_gt_filter, select_regions
 from ezsd.offline.sharding import shard_records
@@ -37,6 +38,7 @@ from train_workspace import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "precompute_clip_features.py")
+RPN_CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "rpn_R_18_FPN.yaml")
 TRAIN = "test_precompute_shapes_train"
 VAL = "test_precompute_shapes_val"
 ANCHORS = ["--anchor-stride", "16", "--anchor-sizes", "16,32", "--anchor-ratios", "0.5,1,2"]
@@ -188,24 +190,45 @@ def test_shards_partition_deterministically():
 
 
 def test_fast_mode_scores_few_boxes():
-    class Scorer:  # objectness peaks on the box (20, 20, 44, 44)
-        num_encodings = 0
-
-        def __call__(self, image, boxes):
-            self.num_encodings += len(boxes)
-            target = torch.tensor([[20.0, 20.0, 44.0, 44.0]])
-            from torchvision.ops import box_iou
-
-            iou = box_iou(boxes, target)[:, 0]
-            return iou, iou, torch.zeros(len(boxes), dtype=torch.long)
-
     settings = ProposalSettings(mode="fast", stride=8, sizes=(16, 32), ratios=(0.5, 1, 2), top_k=50,
                                 fast_rounds=4, fast_seeds=4)  # fmt: skip
-    out = fast_proposals(Scorer(), torch.zeros(3, 64, 64, dtype=torch.uint8), settings)
+    out = fast_proposals(_IoUScorer([20, 20, 44, 44]), torch.zeros(3, 64, 64, dtype=torch.uint8),
+                         settings)  # fmt: skip
     exhaustive = num_dense_anchors(64, 64, 8, (16, 32), (0.5, 1, 2))
     assert out["num_encodings"] * 2 < exhaustive
     assert out["objectness"][0] > 0.7  # the search climbs from IoU 0.21 (best coarse box)
     assert (out["objectness"][:-1] >= out["objectness"][1:]).all()
+
+
+class _IoUScorer:
+    """Fake CLIP scorer: objectness = IoU with one target box; counts its encodings."""
+
+    num_encodings = 0
+
+    def __init__(self, target):
+        self.target = torch.tensor([target], dtype=torch.float32)
+
+    def __call__(self, image, boxes):
+        from torchvision.ops import box_iou
+
+        self.num_encodings += len(boxes)
+        iou = box_iou(boxes, self.target)[:, 0]
+        return iou, iou, torch.zeros(len(boxes), dtype=torch.long)
+
+
+def test_candidate_mode_scores_only_the_candidates_ranked_by_clip():
+    scorer = _IoUScorer([10, 10, 30, 30])
+    candidates = torch.tensor([[0, 0, 20, 20], [10, 10, 30, 30], [11, 11, 31, 31], [40, 40, 60, 60],
+                               [5, 5, 6, 50]], dtype=torch.float32)  # last: 1 px wide, dropped
+    settings = ProposalSettings(mode="rpn", top_k=10, nms_thresh=0.7)
+    out = compute_proposals(scorer, torch.zeros(3, 64, 64, dtype=torch.uint8), settings,
+                            candidates=lambda image: candidates)  # fmt: skip
+    assert out["num_encodings"] == scorer.num_encodings == 4
+    # ranked by the (CLIP) score, not the candidates' order; the near-duplicate is suppressed
+    assert out["boxes"].tolist() == [[10, 10, 30, 30], [0, 0, 20, 20], [40, 40, 60, 60]]
+    assert (out["objectness"][:-1] >= out["objectness"][1:]).all()
+    assert "rpn_candidates" in settings.to_dict() and "fast_rounds" not in settings.to_dict()
+    assert "rpn_candidates" not in ProposalSettings(mode="fast").to_dict()
 
 
 def test_random_mode_draws_anchors_seeded_by_the_image_without_clip():
@@ -345,6 +368,50 @@ def test_bad_input_is_a_one_line_error(world, capsys):
 
         run_precompute(PrecomputeConfig(dataset=TRAIN, output=str(world["root"] / "bad2"), stage="features"))
     shutil.rmtree(world["root"] / "bad", ignore_errors=True)
+
+
+def _tiny_rpn(root, seed=0):
+    """A randomly initialised RPN-only model of the ShapesOVD config, saved as a checkpoint."""
+    from ezsd.config import load_ezsd_config
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(load_ezsd_config(RPN_CONFIG, ["MODEL.DEVICE", "cpu"]))
+    path = root / f"rpn{seed}.pth"
+    torch.save({"model": model.state_dict()}, path)
+    return str(path)
+
+
+def test_rpn_mode_scores_the_rpn_candidates_and_records_the_rpn(world, capsys):
+    from ezsd.offline.pipeline import load_proposals
+    from ezsd.offline.rpn_candidates import RPNCandidates
+
+    weights = _tiny_rpn(world["root"])
+    out = world["root"] / "rpn"
+    rpn = ["--proposal-mode", "rpn", "--rpn-config", RPN_CONFIG, "--rpn-candidates", "40"]
+    summary = _run(world, out, "--stage", "proposals", "--rpn-weights", weights, *rpn, dataset=VAL)
+    assert summary["merged"] and 0 < summary["proposal_encodings"] <= 2 * 40
+    candidates = RPNCandidates(RPN_CONFIG, weights, 40)
+    for record in DatasetCatalog.get(VAL):
+        props = load_proposals(str(out / "proposals"), str(record["image_id"]))
+        image = torch.from_numpy(np.array(read_image(record["file_name"], format="RGB"))).permute(2, 0, 1)
+        boxes = candidates(image)
+        assert 0 < props["num_encodings"] <= 40 and len(props["boxes"]) <= props["num_encodings"]
+        # every proposal is one of the RPN's candidates, in CLIP-objectness order
+        assert all((boxes == b).all(dim=1).any() for b in props["boxes"])
+        assert (props["objectness"][:-1] >= props["objectness"][1:]).all()
+    # another RPN checkpoint cannot resume into these proposals; a missing one is a clear error
+    other = _tiny_rpn(world["root"], seed=1)
+    for weights_arg, message in ((other, "rpn_weights_hash"), (str(world["root"] / "none.pth"), "none.pth")):
+        with pytest.raises(SystemExit) as e:
+            _run(world, out, "--stage", "proposals", "--rpn-weights", weights_arg, *rpn, dataset=VAL)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and message in err[0], err
+    with pytest.raises(SystemExit):  # the detector's config is not an RPN-only model
+        _run(world, world["root"] / "rpn_bad", "--stage", "proposals", "--proposal-mode", "rpn",
+             "--rpn-config", os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN.yaml"),
+             "--rpn-weights", weights, dataset=VAL)  # fmt: skip
+    assert "ProposalNetwork" in capsys.readouterr().err
 
 
 def test_torchrun_ranks_take_one_shard_each(world):

@@ -7,7 +7,9 @@ Stages (each is skipped when its outputs exist, so an interrupted run resumes):
   data      datasets/prepare_shapes_ovd.py          -> DATA/shapes_ovd/
   renorm    tools/finetune_clip.py                  -> SHARED/renorm/clip_renormalized.pt
   text      tools/dump_text_embeddings.py           -> SHARED/text_{raw,renorm}/{train,test}.npy
-  features  tools/precompute_clip_features.py       -> SHARED/features_{raw,renorm}_{fast,random}/
+  rpn       tools/train_net.py (an RPN-only model on the base boxes: the candidates of the
+            'rpn' CLIP-proposal mode)               -> SHARED/rpn/model_final.pth
+  features  tools/precompute_clip_features.py       -> SHARED/features_{raw,renorm}_{MODE}/
   train     tools/train_net.py (trains, then evaluates on val with base+novel names) -> OUT/train/
 and writes OUT/results.json with the open-vocabulary AP figures and the time of every stage.
 Every stage runs the same command a COCO user runs, with ShapesOVD settings. SHARED is OUT unless
@@ -30,16 +32,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SMALL_CLIP = os.path.join(REPO, "weights", "shapes_clip_vit.pt")
 CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN_pretrained.yaml")
+RPN_CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "rpn_R_18_FPN.yaml")
+RPN_CANDIDATES = 300  # per image (docs/PRECOMPUTE.md: more novel recall than 1000 at 1/3 the cost)
 
 # What each variant switches on; the paper's ablation read from top to bottom. `proposals` is the
-# precompute --proposal-mode of the distilled regions: None (no distillation), "random" (regions
-# not chosen by CLIP, as in ViLD) or "fast" (CLIP proposals).
+# distilled regions: None (no distillation), "random" (regions not chosen by CLIP, as in ViLD) or
+# "clip" (CLIP proposals, made with --clip-proposals).
 VARIANTS = {
     "no_distill": dict(renorm=False, proposals=None, semantic_regression=False),
     "vild_like": dict(renorm=False, proposals="random", semantic_regression=False),
     "renorm": dict(renorm=True, proposals="random", semantic_regression=False),
-    "renorm_clip_proposals": dict(renorm=True, proposals="fast", semantic_regression=False),
-    "full": dict(renorm=True, proposals="fast", semantic_regression=True),
+    "renorm_clip_proposals": dict(renorm=True, proposals="clip", semantic_regression=False),
+    "full": dict(renorm=True, proposals="clip", semantic_regression=True),
 }
 
 
@@ -49,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     p.add_argument("--novel", default=",".join(DEFAULT_NOVEL_CLASSES), help="novel class names")
     p.add_argument("--variant", default="full", choices=sorted(VARIANTS))
+    p.add_argument("--clip-proposals", default="rpn", choices=("rpn", "fast", "exhaustive"),
+                   help="precompute --proposal-mode of the CLIP proposals (docs/PRECOMPUTE.md)")
     p.add_argument("--data-dir", default=None,
                    help="DETECTRON2_DATASETS for this run (default SHARED_DIR/datasets)")
     p.add_argument("--shared-dir", default=None,
@@ -59,6 +65,8 @@ def parse_args(argv=None):
                    help="longer tuning drifts base crops to novel names (docs/RENORMALIZATION.md)")
     p.add_argument("--max-iter", type=int, default=None,
                    help="training iterations (config default); LR steps and warm-up scale with it")
+    p.add_argument("--rpn-max-iter", type=int, default=None,
+                   help="training iterations of the rpn stage (its config's default)")
     p.add_argument("--eval-period", type=int, default=0,
                    help="also evaluate every this many iterations (results.json 'curve')")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
@@ -163,17 +171,38 @@ class Pipeline:
 
         self.stage("text", lambda: all(map(os.path.exists, self.text_files.values())), run)
 
-    def features(self):
+    @property
+    def proposal_mode(self):
         mode = self.variant["proposals"]
+        return self.args.clip_proposals if mode == "clip" else mode
+
+    def rpn(self):
+        if self.proposal_mode != "rpn":
+            return
+        folder = os.path.join(self.shared, "rpn")
+        self.rpn_weights = os.path.join(folder, "model_final.pth")
+        opts = ["OUTPUT_DIR", folder, "MODEL.DEVICE", "cpu", "SEED", self.args.seed]
+        if self.args.rpn_max_iter:
+            opts += scaled_schedule(RPN_CONFIG, self.args.rpn_max_iter)
+        self.stage("rpn", lambda: os.path.exists(self.rpn_weights), lambda: self.run_tool(
+            "rpn", "tools/train_net.py", "--config-file", RPN_CONFIG, "--resume", *opts,
+        ))  # fmt: skip
+
+    def features(self):
+        mode = self.proposal_mode
         self.feature_dir = os.path.join(self.shared, f"features_{self.clip_tag}_{mode}")
         if mode is None:
             return
+        extra = []
+        if mode == "rpn":
+            extra = ["--rpn-config", RPN_CONFIG, "--rpn-weights", self.rpn_weights,
+                     "--rpn-candidates", RPN_CANDIDATES]  # fmt: skip
         self.stage(
             "features", lambda: os.path.exists(os.path.join(self.feature_dir, "manifest.json")),
             lambda: self.run_tool(
                 "features", "tools/precompute_clip_features.py", "--dataset", "shapes_ovd_train",
                 "--output", self.feature_dir, "--clip", self.clip_file, "--anchor-preset", "shapes",
-                "--proposal-mode", mode, "--no-progress",
+                "--proposal-mode", mode, "--no-progress", *extra,
             ),
         )  # fmt: skip
 
@@ -234,7 +263,9 @@ def main(argv=None):
     args = parse_args(argv)
     started = time.time()
     pipeline = Pipeline(args)
-    for step in (pipeline.data, pipeline.renorm, pipeline.text, pipeline.features, pipeline.train):
+    steps = (pipeline.data, pipeline.renorm, pipeline.text, pipeline.rpn, pipeline.features,
+             pipeline.train)  # fmt: skip
+    for step in steps:
         step()
     results = pipeline.results(started)
     print(json.dumps(results, indent=1))
