@@ -33,12 +33,11 @@ from ezsd.offline.sharding import shard_records
 from ezsd.utils.errors import UserInputError
 
 from tiny_clip import tiny_clip
-from train_workspace import SHAPES_BASE, register_shapes_splits
+from train_workspace import RPN_CONFIG, SHAPES_BASE, register_shapes_splits, tiny_rpn_checkpoint
 from train_workspace import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "precompute_clip_features.py")
-RPN_CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "rpn_R_18_FPN.yaml")
 TRAIN = "test_precompute_shapes_train"
 VAL = "test_precompute_shapes_val"
 ANCHORS = ["--anchor-stride", "16", "--anchor-sizes", "16,32", "--anchor-ratios", "0.5,1,2"]
@@ -370,23 +369,11 @@ def test_bad_input_is_a_one_line_error(world, capsys):
     shutil.rmtree(world["root"] / "bad", ignore_errors=True)
 
 
-def _tiny_rpn(root, seed=0):
-    """A randomly initialised RPN-only model of the ShapesOVD config, saved as a checkpoint."""
-    from ezsd.config import load_ezsd_config
-    from detectron2.modeling import build_model
-
-    torch.manual_seed(seed)
-    model = build_model(load_ezsd_config(RPN_CONFIG, ["MODEL.DEVICE", "cpu"]))
-    path = root / f"rpn{seed}.pth"
-    torch.save({"model": model.state_dict()}, path)
-    return str(path)
-
-
 def test_rpn_mode_scores_the_rpn_candidates_and_records_the_rpn(world, capsys):
     from ezsd.offline.pipeline import load_proposals
     from ezsd.offline.rpn_candidates import RPNCandidates
 
-    weights = _tiny_rpn(world["root"])
+    weights = tiny_rpn_checkpoint(world["root"])
     out = world["root"] / "rpn"
     rpn = ["--proposal-mode", "rpn", "--rpn-config", RPN_CONFIG, "--rpn-candidates", "40"]
     summary = _run(world, out, "--stage", "proposals", "--rpn-weights", weights, *rpn, dataset=VAL)
@@ -401,7 +388,7 @@ def test_rpn_mode_scores_the_rpn_candidates_and_records_the_rpn(world, capsys):
         assert all((boxes == b).all(dim=1).any() for b in props["boxes"])
         assert (props["objectness"][:-1] >= props["objectness"][1:]).all()
     # another RPN checkpoint cannot resume into these proposals; a missing one is a clear error
-    other = _tiny_rpn(world["root"], seed=1)
+    other = tiny_rpn_checkpoint(world["root"], seed=1)
     for weights_arg, message in ((other, "rpn_weights_hash"), (str(world["root"] / "none.pth"), "none.pth")):
         with pytest.raises(SystemExit) as e:
             _run(world, out, "--stage", "proposals", "--rpn-weights", weights_arg, *rpn, dataset=VAL)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import torch
 from detectron2.data import DatasetCatalog
 
 from ezsd.clip import save_clip_checkpoint
@@ -78,3 +79,20 @@ def train_args(root, output_dir, *extra):
         "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", 128,
         "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 128, *extra,
     ]  # fmt: skip
+
+
+RPN_CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "rpn_R_18_FPN.yaml")
+
+
+def tiny_rpn_checkpoint(folder, seed=0):
+    """A randomly initialised RPN-only model of the ShapesOVD rpn config, saved as a checkpoint
+    (the candidates of the rpn proposal mode; untrained, so its boxes are arbitrary but valid)."""
+    from detectron2.modeling import build_model
+
+    from ezsd.config import load_ezsd_config
+
+    torch.manual_seed(seed)
+    model = build_model(load_ezsd_config(RPN_CONFIG, ["MODEL.DEVICE", "cpu"]))
+    path = os.path.join(str(folder), f"rpn{seed}.pth")
+    torch.save({"model": model.state_dict()}, path)
+    return path
