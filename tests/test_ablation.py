@@ -104,6 +104,7 @@ def test_clip_proposals_from_the_rpn_stage(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = tool_command(
         "run_pipeline.py", "--output-dir", out, "--variant", "renorm_clip_proposals",
+        "--clip-proposals", "rpn",
         "--num-train", 4, "--num-val", 2, "--max-iter", 1, "--rpn-max-iter", 2,
         "--opts", "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0,
         "MODEL.EZSD.DISTILL.NUM_PROPOSALS", 8,

@@ -8,7 +8,7 @@ Stages (each is skipped when its outputs exist, so an interrupted run resumes):
   renorm    tools/finetune_clip.py                  -> SHARED/renorm/clip_renormalized.pt
   text      tools/dump_text_embeddings.py           -> SHARED/text_{raw,renorm}/{train,test}.npy
   rpn       tools/train_net.py (an RPN-only model on the base boxes: the candidates of the
-            'rpn' CLIP-proposal mode)               -> SHARED/rpn/model_final.pth
+            'rpn' CLIP-proposal mode; only with --clip-proposals rpn) -> SHARED/rpn/model_final.pth
   features  tools/precompute_clip_features.py       -> SHARED/features_{raw,renorm}_{MODE}/
   train     tools/train_net.py (trains, then evaluates on val with base+novel names) -> OUT/train/
 and writes OUT/results.json with the open-vocabulary AP figures and the time of every stage.
@@ -53,7 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     p.add_argument("--novel", default=",".join(DEFAULT_NOVEL_CLASSES), help="novel class names")
     p.add_argument("--variant", default="full", choices=sorted(VARIANTS))
-    p.add_argument("--clip-proposals", default="rpn", choices=("rpn", "fast", "exhaustive"),
+    # fast by default: rpn finds more novel objects with fewer CLIP crops, but training its RPN
+    # costs more CPU time than it saves, for the same AP at demo scale (docs/SHAPES_RESULTS.md 6).
+    p.add_argument("--clip-proposals", default="fast", choices=("fast", "rpn", "exhaustive"),
                    help="precompute --proposal-mode of the CLIP proposals (docs/PRECOMPUTE.md)")
     p.add_argument("--data-dir", default=None,
                    help="DETECTRON2_DATASETS for this run (default SHARED_DIR/datasets)")
