@@ -37,8 +37,8 @@ from ezsd.utils.file_io import (
 )  # fmt: skip
 
 from .proposals import CropScorer, ProposalSettings, compute_proposals
-from .rpn_candidates import RPNCandidates
 from .region_features import FeatureSettings, image_regions
+from .rpn_candidates import RPNCandidates
 from .sharding import distributed_shard, finish_distributed, image_order_key, shard_records
 
 __all__ = ["PrecomputeConfig", "run_precompute", "load_proposals", "proposal_file", "measure_ceiling"]

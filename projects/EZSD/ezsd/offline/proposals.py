@@ -7,7 +7,7 @@ CLIP's learned logit scale (100 for OpenAI's CLIPs, the paper's value; see
 objectness = log(C) - entropy(p): 0 for a uniform p (nothing CLIP knows), log(C) for a one-hot p.
 Candidates are then reduced by class-agnostic NMS (IoU 0.7) to the top K by objectness.
 
-Two ways to choose the candidates:
+Three ways to choose the candidates:
 
 * exhaustive: every dense anchor (`anchors.dense_anchors`), ~15k CLIP crop encodings per image.
 * fast (coarse-to-fine local search): score a coarse grid first (ratio-1 boxes only, each size
@@ -24,7 +24,7 @@ Two ways to choose the candidates:
   ranked by CLIP objectness as above. On ShapesOVD it finds more novel objects than exhaustive
   with 15-50x fewer encodings (docs/PRECOMPUTE.md).
 
-A third mode is the ablation's baseline, not a CLIP proposal method:
+A fourth mode is the ablation's baseline, not a CLIP proposal method:
 
 * random: `top_k` dense anchors drawn uniformly, no CLIP encoding; every box gets confidence 1
   (uniform distillation weights) and CLIP class -1. These are regions *not* chosen by CLIP, as in
