@@ -68,19 +68,22 @@ def test_scaled_schedule_is_one_detectron2_accepts(max_iter):
         scheduler.step()
 
 
+def _run_toy(tool, *args):
+    """Run a pipeline tool at a toy training size (batch 2, no loader workers, 8 distilled
+    regions, one thread); it must succeed."""
+    command = tool_command(tool, *args, "--opts", "SOLVER.IMS_PER_BATCH", 2,
+                           "DATALOADER.NUM_WORKERS", 0, "MODEL.EZSD.DISTILL.NUM_PROPOSALS", 8)  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
 def test_two_variants_share_data_text_and_features(tmp_path):
     """no_distill and vild_like (raw CLIP, random regions) at a toy size: 2 training iterations,
     evaluated after each one."""
     out = tmp_path / "ablation"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = tool_command(
-        "run_ablation.py", "--output-dir", out, "--variants", "no_distill,vild_like",
-        "--eval-period", 1, "--num-train", 4, "--num-val", 2, "--max-iter", 2,
-        "--opts", "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0,
-        "MODEL.EZSD.DISTILL.NUM_PROPOSALS", 8,
-    )  # fmt: skip
-    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    _run_toy("run_ablation.py", "--output-dir", out, "--variants", "no_distill,vild_like",
+             "--eval-period", 1, "--num-train", 4, "--num-val", 2, "--max-iter", 2)  # fmt: skip
 
     ablation = json.loads((out / "ablation.json").read_text())["variants"]
     assert sorted(ablation) == ["no_distill", "vild_like"]
@@ -101,16 +104,9 @@ def test_clip_proposals_from_the_rpn_stage(tmp_path):
     """renorm_clip_proposals at a toy size: the rpn stage trains an RPN-only model on the base
     boxes, whose candidates the features stage scores with the re-normalized CLIP."""
     out = tmp_path / "pipeline"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = tool_command(
-        "run_pipeline.py", "--output-dir", out, "--variant", "renorm_clip_proposals",
-        "--clip-proposals", "rpn",
-        "--num-train", 4, "--num-val", 2, "--max-iter", 1, "--rpn-max-iter", 2,
-        "--opts", "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0,
-        "MODEL.EZSD.DISTILL.NUM_PROPOSALS", 8,
-    )  # fmt: skip
-    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    _run_toy("run_pipeline.py", "--output-dir", out, "--variant", "renorm_clip_proposals",
+             "--clip-proposals", "rpn", "--num-train", 4, "--num-val", 2, "--max-iter", 1,
+             "--rpn-max-iter", 2)  # fmt: skip
     results = json.loads((out / "results.json").read_text())
     assert {"rpn", "features", "train"} <= set(results["stage_seconds"])
     rpn_log = (out / "rpn" / "log.txt").read_text()
