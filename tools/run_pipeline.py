@@ -71,6 +71,8 @@ def parse_args(argv=None):
                    help="training iterations of the rpn stage (its config's default)")
     p.add_argument("--eval-period", type=int, default=0,
                    help="also evaluate every this many iterations (results.json 'curve')")
+    p.add_argument("--device", default="cpu",
+                   help="where every stage runs: cpu or cuda (CLIP tuning, features, training)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="extra train_net.py config options, KEY VALUE ...")
     return p.parse_args(argv)
@@ -158,7 +160,7 @@ class Pipeline:
         self.stage("renorm", lambda: os.path.exists(renormalized), lambda: self.run_tool(
             "renorm", "tools/finetune_clip.py", "--clip", SMALL_CLIP, "--train-dataset",
             "shapes_ovd_train", "--val-dataset", "shapes_ovd_val", "--output-dir", folder,
-            "--epochs", self.args.renorm_epochs, "--no-progress",
+            "--epochs", self.args.renorm_epochs, "--device", self.args.device, "--no-progress",
         ))  # fmt: skip
         self.clip_file, self.clip_tag = renormalized, "renorm"
 
@@ -169,7 +171,8 @@ class Pipeline:
         def run():
             for split, dataset in (("train", "shapes_ovd_train"), ("test", "shapes_ovd_val")):
                 self.run_tool("text", "tools/dump_text_embeddings.py", "--clip", self.clip_file,
-                              "--dataset", dataset, "--out", self.text_files[split])  # fmt: skip
+                              "--dataset", dataset, "--out", self.text_files[split],
+                              "--device", self.args.device)  # fmt: skip
 
         self.stage("text", lambda: all(map(os.path.exists, self.text_files.values())), run)
 
@@ -183,7 +186,7 @@ class Pipeline:
             return
         folder = os.path.join(self.shared, "rpn")
         self.rpn_weights = os.path.join(folder, "model_final.pth")
-        opts = ["OUTPUT_DIR", folder, "MODEL.DEVICE", "cpu", "SEED", self.args.seed]
+        opts = ["OUTPUT_DIR", folder, "MODEL.DEVICE", self.args.device, "SEED", self.args.seed]
         if self.args.rpn_max_iter:
             opts += scaled_schedule(RPN_CONFIG, self.args.rpn_max_iter)
         self.stage("rpn", lambda: os.path.exists(self.rpn_weights), lambda: self.run_tool(
@@ -204,7 +207,7 @@ class Pipeline:
             lambda: self.run_tool(
                 "features", "tools/precompute_clip_features.py", "--dataset", "shapes_ovd_train",
                 "--output", self.feature_dir, "--clip", self.clip_file, "--anchor-preset", "shapes",
-                "--proposal-mode", mode, "--no-progress", *extra,
+                "--proposal-mode", mode, "--device", self.args.device, "--no-progress", *extra,
             ),
         )  # fmt: skip
 
@@ -213,7 +216,7 @@ class Pipeline:
         self.metrics_file = os.path.join(train_dir, "inference", "shapes_ovd_val", "ovd_metrics.json")
         distill = self.variant["proposals"] is not None
         opts = [
-            "OUTPUT_DIR", train_dir, "MODEL.DEVICE", "cpu", "SEED", self.args.seed,
+            "OUTPUT_DIR", train_dir, "MODEL.DEVICE", self.args.device, "SEED", self.args.seed,
             "MODEL.EZSD.CLIP.MODEL", self.clip_file,
             "MODEL.EZSD.TEXT_EMBEDDINGS", self.text_files["train"],
             "MODEL.EZSD.TEST_TEXT_EMBEDDINGS", self.text_files["test"],
