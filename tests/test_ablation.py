@@ -117,3 +117,23 @@ def test_clip_proposals_from_the_rpn_stage(tmp_path):
     assert len(settings["rpn_weights_hash"]) == 12
     encodings = [image["encodings"] for image in manifest["images"].values()]
     assert len(encodings) == 4 and all(0 < n <= 300 for n in encodings)
+
+
+def test_device_reaches_every_stage(tmp_path, monkeypatch):
+    """--device cuda: each tool the pipeline runs gets it (--device, or MODEL.DEVICE for
+    train_net.py); the commands are recorded instead of run."""
+    import run_pipeline
+
+    args = run_pipeline.parse_args(["--output-dir", str(tmp_path), "--device", "cuda",
+                                    "--clip-proposals", "rpn"])  # fmt: skip
+    pipeline = run_pipeline.Pipeline(args)
+    commands = []
+    monkeypatch.setattr(pipeline, "run_tool", lambda stage, script, *a: commands.append((stage, a)))
+    monkeypatch.setattr(pipeline, "_base_classes", lambda: ["circle"])
+    for step in (pipeline.renorm, pipeline.text, pipeline.rpn, pipeline.features, pipeline.train):
+        step()
+    assert sorted({stage for stage, _ in commands}) == ["features", "renorm", "rpn", "text", "train"]
+    for stage, command in commands:
+        pairs = {(str(k), str(v)) for k, v in zip(command, command[1:])}
+        assert pairs & {("--device", "cuda"), ("MODEL.DEVICE", "cuda")}, (stage, command)
+        assert ("MODEL.DEVICE", "cpu") not in pairs and ("--device", "cpu") not in pairs
