@@ -1,0 +1,96 @@
+"""CLIP itself as the region classifier, evaluated as a detector.
+
+Each box's crop is scored against the vocabulary's text embeddings (softmax at a temperature, as
+the detector's cosine classifier), and the scored boxes go through the open-vocabulary evaluator.
+With ground-truth boxes this is the AP that perfect localization plus region embeddings equal to
+CLIP's could reach; with a trained detector's own boxes, the AP that detector would reach if
+distillation were perfect. Both bound what distillation from this CLIP can give.
+"""
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.structures import Boxes, BoxMode, Instances
+from torchvision.ops import batched_nms
+
+from ezsd.utils.errors import UserInputError
+
+from .regions import encode_regions
+
+__all__ = ["region_boxes", "clip_region_instances"]
+
+
+def region_boxes(source, dataset_dicts, top_k):
+    """{image_id: float32 (N, 4) XYXY boxes} of the images of `dataset_dicts`.
+
+    `source` is "gt" (the non-crowd annotations), a proposals folder of
+    precompute_clip_features.py (IMAGE_ID.npz with ranked "boxes"), or a COCO results json
+    (e.g. a detector's inference/coco_instances_results.json: its distinct boxes, best score
+    first). The first `top_k` boxes of each image are kept.
+    """
+    if source == "gt":
+        return {
+            r["image_id"]: np.array(
+                [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+                 for a in r["annotations"] if not a.get("iscrowd", 0)], np.float32,
+            ).reshape(-1, 4)[:top_k]
+            for r in dataset_dicts
+        }  # fmt: skip
+    if os.path.isdir(source):
+        boxes = {}
+        for r in dataset_dicts:
+            path = os.path.join(source, f"{r['image_id']}.npz")
+            if os.path.exists(path):
+                with np.load(path) as data:
+                    boxes[r["image_id"]] = data["boxes"].astype(np.float32)[:top_k]
+        if not boxes:
+            raise UserInputError(f"{source}: no proposal file (IMAGE_ID.npz) for any image")
+        return boxes
+    if os.path.isfile(source):
+        return _result_boxes(source, {r["image_id"] for r in dataset_dicts}, top_k)
+    raise UserInputError(f"--regions {source}: not 'gt', a proposals folder or a results json")
+
+
+def _result_boxes(path, image_ids, top_k):
+    try:
+        with open(path) as f:
+            results = json.load(f)
+        rows = sorted(((r["image_id"], tuple(r["bbox"]), float(r["score"])) for r in results),
+                      key=lambda row: -row[2])  # fmt: skip
+    except (ValueError, TypeError, KeyError) as e:
+        raise UserInputError(f"{path}: not a COCO results json ({type(e).__name__}: {e})") from None
+    boxes = {}
+    for image_id, (x, y, w, h), _ in rows:
+        if image_id in image_ids:
+            kept = boxes.setdefault(image_id, {})  # dict: distinct boxes in score order
+            if len(kept) < top_k:
+                kept.setdefault((x, y, x + w, y + h), None)
+    if not boxes:
+        raise UserInputError(f"{path}: no result for any image of the dataset")
+    return {k: np.array(list(v), np.float32).reshape(-1, 4) for k, v in boxes.items()}
+
+
+@torch.no_grad()
+def clip_region_instances(model, image, boxes, text, temperature=100.0, score_threshold=0.0,
+                          nms_threshold=0.5, detections_per_image=100, batch_size=64):  # fmt: skip
+    """Detections of CLIP on `boxes` (N, 4 XYXY) of `image` (HWC RGB array), scored against the
+    L2-normalized `text` (C, D): every (box, class) pair with softmax score >= score_threshold,
+    per-class NMS, the best `detections_per_image` kept, as detectron2's box predictor does."""
+    height, width = image.shape[:2]
+    instances = Instances((height, width))
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    if len(boxes):
+        embeddings = F.normalize(encode_regions(model, image, boxes, batch_size=batch_size), dim=-1)
+        probs = (temperature * embeddings @ text.float().T).softmax(dim=-1).cpu()
+        box_index, classes = (probs >= score_threshold).nonzero(as_tuple=True)
+        scores = probs[box_index, classes]
+        keep = batched_nms(boxes[box_index], scores, classes, nms_threshold)[:detections_per_image]
+        boxes, scores, classes = boxes[box_index[keep]], scores[keep], classes[keep]
+    else:
+        scores, classes = torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    instances.pred_boxes = Boxes(boxes)
+    instances.scores = scores
+    instances.pred_classes = classes
+    return instances

@@ -1,0 +1,101 @@
+"""CLIP as the region classifier (ezsd.clip.region_detections, tools/eval_clip_regions.py):
+scoring against the vocabulary, the three box sources, and the tool on the toy workspace."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.structures import BoxMode
+
+from ezsd.clip import clip_region_instances, encode_regions, region_boxes
+from ezsd.utils.errors import UserInputError
+from tiny_clip import tiny_clip
+from train_workspace import REPO, run_tool
+
+BOXES = np.array([[4, 4, 40, 40], [60, 8, 120, 50], [10, 70, 70, 120]], np.float32)
+
+
+def test_each_box_is_scored_highest_for_the_text_that_is_its_own_embedding():
+    model = tiny_clip()
+    image = np.random.default_rng(0).integers(0, 255, (128, 128, 3)).astype(np.uint8)
+    # The "vocabulary" is the boxes' own crop embeddings: class i is box i.
+    text = F.normalize(encode_regions(model, image, BOXES), dim=-1)
+    found = clip_region_instances(model, image, BOXES, text, temperature=100.0, score_threshold=0.0)
+    assert len(found) == 9  # every (box, class) pair: the boxes do not overlap, nothing is dropped
+    assert found.image_size == (128, 128)
+    for i, box in enumerate(torch.from_numpy(BOXES)):
+        mine = (found.pred_boxes.tensor == box).all(dim=1)
+        assert mine.sum() == 3
+        assert found.pred_classes[mine][found.scores[mine].argmax()] == i
+        assert torch.isclose(found.scores[mine].sum(), torch.tensor(1.0), atol=1e-4)  # a softmax
+    best = clip_region_instances(model, image, BOXES, text, detections_per_image=4)
+    assert len(best) == 4 and torch.equal(best.scores, found.scores.sort(descending=True).values[:4])
+    assert len(clip_region_instances(model, image, np.zeros((0, 4)), text)) == 0
+
+
+def _records():
+    ann = dict(bbox=[10, 20, 30, 40], bbox_mode=BoxMode.XYWH_ABS, category_id=0)
+    crowd = dict(ann, bbox=[0, 0, 5, 5], iscrowd=1)
+    return [dict(image_id=1, annotations=[ann, crowd]), dict(image_id=2, annotations=[])]
+
+
+def test_boxes_from_ground_truth_proposal_files_and_detector_results(tmp_path):
+    records = _records()
+    gt = region_boxes("gt", records, top_k=100)
+    assert gt[1].tolist() == [[10, 20, 40, 60]] and gt[2].shape == (0, 4)  # XYXY, no crowd box
+
+    proposals = tmp_path / "proposals"
+    proposals.mkdir()
+    ranked = np.arange(20, dtype=np.float32).reshape(5, 4)
+    np.savez(proposals / "1.npz", boxes=ranked)
+    from_files = region_boxes(str(proposals), records, top_k=3)
+    assert list(from_files) == [1] and from_files[1].tolist() == ranked[:3].tolist()
+
+    results = tmp_path / "coco_instances_results.json"
+    results.write_text(json.dumps([
+        dict(image_id=1, bbox=[0, 0, 10, 10], score=0.3, category_id=1),
+        dict(image_id=1, bbox=[5, 5, 10, 10], score=0.5, category_id=1),
+        dict(image_id=1, bbox=[0, 0, 10, 10], score=0.9, category_id=2),  # same box, other class
+        dict(image_id=99, bbox=[1, 1, 2, 2], score=1.0, category_id=1),  # not in the dataset
+    ]))  # fmt: skip
+    from_results = region_boxes(str(results), records, top_k=100)
+    assert list(from_results) == [1]
+    assert from_results[1].tolist() == [[0, 0, 10, 10], [5, 5, 15, 15]]  # distinct, best first
+    assert region_boxes(str(results), records, top_k=1)[1].tolist() == [[0, 0, 10, 10]]
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "not 'gt', a proposals folder or a results json"),
+    ("{not json", "not a COCO results json"),
+    ('[{"image_id": 1}]', "not a COCO results json"),
+    ('[{"image_id": 7, "bbox": [0, 0, 1, 1], "score": 1.0}]', "no result for any image"),
+])  # fmt: skip
+def test_bad_region_sources_are_named(tmp_path, content, message):
+    path = tmp_path / "regions.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UserInputError, match=message) as error:
+        region_boxes(str(path), _records(), top_k=10)
+    assert "regions.json" in str(error.value)
+
+
+def test_tool_on_ground_truth_boxes(shapes_workspace, tmp_path):
+    """Exact boxes: every detection that is right is right at any IoU, so AP equals AP50."""
+    root, env = shapes_workspace
+    clip = f"{REPO}/weights/shapes_clip_vit.pt"
+    result = run_tool("eval_clip_regions.py", "--clip", clip, "--dataset", "shapes_ovd_val",
+                      "--regions", "gt", "--output", tmp_path, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    bbox = json.loads((tmp_path / "ovd_metrics.json").read_text())["bbox"]
+    for group in ("base", "novel", "all"):
+        assert 0 < bbox[f"AP50_{group}"] <= 100
+        assert bbox[f"AP_{group}"] == pytest.approx(bbox[f"AP50_{group}"])
+    assert "| novel" in result.stdout
+
+    bad = run_tool("eval_clip_regions.py", "--clip", clip, "--dataset", "shapes_ovd_train",
+                   "--regions", "gt", "--output", tmp_path / "x", env=env)  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "error: --dataset 'shapes_ovd_train' has no novel boxes: use an evaluation split "
+        "(register_ovd_dataset(..., novel_annotated=True))")  # fmt: skip

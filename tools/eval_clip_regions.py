@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""CLIP itself as the region classifier, evaluated as an open-vocabulary detector.
+
+Each box's crop is classified by CLIP among the dataset's class names; the scored boxes get the
+same AP50/AP on base, novel and all classes as a trained detector (detectron2's COCO evaluation).
+It bounds what distillation from this CLIP can give:
+  --regions gt                  perfect localization, region embeddings equal to CLIP's
+  --regions PROPOSALS_DIR       CLIP on its own proposals (precompute_clip_features.py's
+                                proposals folder; ViLD's "CLIP on cropped regions")
+  --regions RESULTS.json        a trained detector's boxes (its inference/coco_instances_results.json)
+                                re-classified by CLIP: the AP it would reach with perfect distillation
+Example:
+  tools/eval_clip_regions.py --clip weights/shapes_clip_vit.pt --dataset shapes_ovd_val \\
+      --regions output/demo/train/inference/shapes_ovd_val/coco_instances_results.json --output out/
+"""
+import argparse
+import logging
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.utils.logger import setup_logger
+from tabulate import tabulate
+from tqdm import tqdm
+
+import ezsd  # noqa: F401  (registers the builtin datasets)
+from ezsd.clip import (
+    add_prompt_arguments, clip_region_instances, load_clip, prompts_from_args, region_boxes,
+    text_embeddings,
+)  # fmt: skip
+from ezsd.evaluation import OVDCOCOEvaluator
+from ezsd.utils.errors import UserInputError, exit_on_user_error
+
+logger = logging.getLogger("ezsd.eval_clip_regions")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clip", required=True, help="OpenAI CLIP name or a state-dict file")
+    p.add_argument("--dataset", required=True, help="a registered dataset with base/novel classes")
+    p.add_argument("--regions", required=True, help="gt, a proposals folder, or a COCO results json")
+    p.add_argument("--output", required=True, help="folder for ovd_metrics.json and the predictions")
+    p.add_argument("--top-k", type=int, default=100, help="boxes per image")
+    p.add_argument("--temperature", type=float, default=100.0,
+                   help="softmax temperature on cosines (CLIP's logit scale; the detector's initial T)")
+    # The defaults are the ShapesOVD detector's test settings, for a like-for-like comparison.
+    p.add_argument("--score-threshold", type=float, default=0.0, help="as MODEL.ROI_HEADS.SCORE_THRESH_TEST")
+    p.add_argument("--detections-per-image", type=int, default=100, help="as TEST.DETECTIONS_PER_IMAGE")
+    p.add_argument("--max-images", type=int, help="evaluate the first N images only")
+    add_prompt_arguments(p)
+    p.add_argument("--batch-size", type=int, default=64, help="crops per CLIP forward")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    for name in ("top_k", "detections_per_image"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse_args(argv)
+    setup_logger(name="ezsd")
+    if args.dataset not in DatasetCatalog.list():
+        raise UserInputError(f"--dataset '{args.dataset}' is not a registered dataset")
+    meta = MetadataCatalog.get(args.dataset)
+    if meta.get("evaluator_type") != "coco":
+        raise UserInputError(f"--dataset '{args.dataset}': evaluator_type "
+                             f"{meta.get('evaluator_type')!r}, only COCO-style datasets are supported")  # fmt: skip
+    if not (meta.get("novel_classes") and meta.get("novel_annotated")):
+        raise UserInputError(f"--dataset '{args.dataset}' has no novel boxes: use an evaluation split "
+                             "(register_ovd_dataset(..., novel_annotated=True))")  # fmt: skip
+    dicts = DatasetCatalog.get(args.dataset)[: args.max_images]
+    boxes = region_boxes(args.regions, dicts, args.top_k)
+    model = load_clip(args.clip, device=args.device)
+    text = text_embeddings(model, meta.thing_classes, prompts_from_args(args))
+    evaluator = OVDCOCOEvaluator(args.dataset, tasks=("bbox",), output_dir=args.output)
+    evaluator.reset()
+    evaluated = [r for r in dicts if r["image_id"] in boxes]
+    for record in tqdm(evaluated, desc="CLIP on regions", unit="img"):
+        image = read_image(record["file_name"], format="RGB")
+        instances = clip_region_instances(model, image, boxes[record["image_id"]], text,
+                                          args.temperature, args.score_threshold,
+                                          detections_per_image=args.detections_per_image,
+                                          batch_size=args.batch_size)  # fmt: skip
+        evaluator.process([record], [{"instances": instances}])
+    # Only the evaluated images count (the others have no boxes from this source).
+    bbox = evaluator.evaluate(img_ids=[r["image_id"] for r in evaluated])["bbox"]
+    rows = [(g, bbox[f"AP50_{g}"], bbox[f"AP_{g}"]) for g in ("base", "novel", "all")]
+    print(tabulate(rows, ["classes", "AP50", "AP"], tablefmt="pipe", floatfmt=".1f"))
+    logger.info(f"{len(evaluated)} images, regions from {args.regions}; figures in {args.output}/ovd_metrics.json")
+    return bbox
+
+
+if __name__ == "__main__":
+    main()
