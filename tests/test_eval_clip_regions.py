@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import BoxMode
 
-from ezsd.clip import clip_region_instances, encode_regions, region_boxes
+from ezsd.clip import clip_region_instances, encode_regions, region_boxes, region_recall
 from ezsd.utils.errors import UserInputError
 from tiny_clip import tiny_clip
 from train_workspace import REPO, run_tool
@@ -65,6 +65,20 @@ def test_boxes_from_ground_truth_proposal_files_and_detector_results(tmp_path):
     assert region_boxes(str(results), records, top_k=1)[1].tolist() == [[0, 0, 10, 10]]
 
 
+def test_recall_counts_the_gt_boxes_some_region_covers_at_iou_half():
+    records = _records()
+    records[0]["annotations"].append(dict(bbox=[100, 100, 10, 10], bbox_mode=BoxMode.XYWH_ABS,
+                                          category_id=1))  # fmt: skip
+    names = ["cup", "fork"]
+    groups = dict(base=["cup"], novel=["fork"], all=names)
+    covering = {1: np.array([[10, 20, 40, 55], [0, 0, 3, 3]], np.float32)}  # IoU 35/40 with the cup
+    recall = region_recall(records, covering, names, groups)
+    assert recall == dict(base=(1.0, 1), novel=(0.0, 1), all=(0.5, 2))
+    shifted = {1: np.array([[30, 20, 60, 60]], np.float32)}  # IoU 10/50 with the cup
+    assert region_recall(records, shifted, names, groups)["base"] == (0.0, 1)
+    assert region_recall(records, {}, names, groups)["all"][1] == 0  # no image evaluated
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "not 'gt', a proposals folder or a results json"),
     ("{not json", "not a COCO results json"),
@@ -92,6 +106,9 @@ def test_tool_on_ground_truth_boxes(shapes_workspace, tmp_path):
         assert 0 < bbox[f"AP50_{group}"] <= 100
         assert bbox[f"AP_{group}"] == pytest.approx(bbox[f"AP50_{group}"])
     assert "| novel" in result.stdout
+    report = json.loads((tmp_path / "clip_regions.json").read_text())
+    assert report["recall"] == dict(base=1.0, novel=1.0, all=1.0) and report["images"] == 3
+    assert report["AP50_novel"] == bbox["AP50_novel"]
 
     bad = run_tool("eval_clip_regions.py", "--clip", clip, "--dataset", "shapes_ovd_train",
                    "--regions", "gt", "--output", tmp_path / "x", env=env)  # fmt: skip

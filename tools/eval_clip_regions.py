@@ -15,6 +15,7 @@ Example:
 """
 import argparse
 import logging
+import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
@@ -24,11 +25,12 @@ from tqdm import tqdm
 
 import ezsd  # noqa: F401  (registers the builtin datasets)
 from ezsd.clip import (
-    add_prompt_arguments, clip_region_instances, load_clip, prompts_from_args, region_boxes,
-    text_embeddings,
+    add_prompt_arguments, clip_checkpoint_hash, clip_region_instances, load_clip, prompts_from_args, region_boxes,
+    region_recall, text_embeddings,
 )  # fmt: skip
 from ezsd.evaluation import OVDCOCOEvaluator
 from ezsd.utils.errors import UserInputError, exit_on_user_error
+from ezsd.utils.file_io import atomic_write_json
 
 logger = logging.getLogger("ezsd.eval_clip_regions")
 
@@ -85,10 +87,19 @@ def main(argv=None):
         evaluator.process([record], [{"instances": instances}])
     # Only the evaluated images count (the others have no boxes from this source).
     bbox = evaluator.evaluate(img_ids=[r["image_id"] for r in evaluated])["bbox"]
-    rows = [(g, bbox[f"AP50_{g}"], bbox[f"AP_{g}"]) for g in ("base", "novel", "all")]
-    print(tabulate(rows, ["classes", "AP50", "AP"], tablefmt="pipe", floatfmt=".1f"))
-    logger.info(f"{len(evaluated)} images, regions from {args.regions}; figures in {args.output}/ovd_metrics.json")
-    return bbox
+    groups = dict(base=meta.base_classes, novel=meta.novel_classes, all=meta.thing_classes)
+    recall = region_recall(evaluated, boxes, meta.thing_classes, groups)
+    rows = [(g, bbox[f"AP50_{g}"], bbox[f"AP_{g}"], 100 * recall[g][0], recall[g][1]) for g in groups]
+    headers = ["classes", "AP50", "AP", f"recall@{args.top_k} (IoU 0.5) %", "GT boxes"]
+    print(tabulate(rows, headers, tablefmt="pipe", floatfmt=".1f"))
+    report = dict(
+        bbox, recall={g: r for g, (r, _) in recall.items()}, regions=args.regions, top_k=args.top_k,
+        temperature=args.temperature, score_threshold=args.score_threshold, images=len(evaluated),
+        clip=args.clip, clip_hash=clip_checkpoint_hash(args.clip), prompts=list(prompts_from_args(args)),
+    )  # fmt: skip
+    atomic_write_json(os.path.join(args.output, "clip_regions.json"), report, indent=1)
+    logger.info(f"{len(evaluated)} images, regions from {args.regions}; report in {args.output}/clip_regions.json")
+    return report
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from ezsd.data.text_embedding_file import load_text_embeddings, names_path, save
 
 from .crop_accuracy import crop_classification_accuracy
 from .loading import clip_checkpoint_hash, load_clip, save_clip_checkpoint
-from .region_detections import clip_region_instances, region_boxes
+from .region_detections import clip_region_instances, region_boxes, region_recall
 from .regions import crop_boxes, crop_regions, encode_regions
 from .text import (
     DEFAULT_PROMPTS, ENSEMBLE_PROMPTS, add_prompt_arguments, clean_class_name, prompts_from_args,
@@ -20,5 +20,5 @@ __all__ = [
     "clean_class_name", "text_embeddings",
     "save_text_embeddings", "load_text_embeddings", "names_path",
     "crop_boxes", "crop_regions", "encode_regions",
-    "crop_classification_accuracy", "region_boxes", "clip_region_instances",
+    "crop_classification_accuracy", "region_boxes", "region_recall", "clip_region_instances",
 ]  # fmt: skip

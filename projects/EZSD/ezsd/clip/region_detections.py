@@ -13,13 +13,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, BoxMode, Instances
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, box_iou
 
 from ezsd.utils.errors import UserInputError
 
 from .regions import encode_regions
 
-__all__ = ["region_boxes", "clip_region_instances"]
+__all__ = ["region_boxes", "region_recall", "clip_region_instances"]
 
 
 def region_boxes(source, dataset_dicts, top_k):
@@ -51,6 +51,26 @@ def region_boxes(source, dataset_dicts, top_k):
     if os.path.isfile(source):
         return _result_boxes(source, {r["image_id"] for r in dataset_dicts}, top_k)
     raise UserInputError(f"--regions {source}: not 'gt', a proposals folder or a results json")
+
+
+def region_recall(dataset_dicts, boxes, class_names, groups, iou=0.5):
+    """{group: (recall, number of GT boxes)}: the fraction of each group's non-crowd GT boxes
+    (`groups`: {group: class names}) that some box of `boxes` ({image_id: (N, 4) XYXY}) covers at
+    IoU >= `iou`, over the images that have an entry in `boxes`."""
+    hits = {g: 0 for g in groups}
+    totals = {g: 0 for g in groups}
+    for record in dataset_dicts:
+        if record["image_id"] not in boxes:
+            continue
+        found = torch.as_tensor(boxes[record["image_id"]], dtype=torch.float32).reshape(-1, 4)
+        for group, names in groups.items():
+            gt = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+                  for a in record["annotations"]
+                  if not a.get("iscrowd", 0) and class_names[a["category_id"]] in names]  # fmt: skip
+            totals[group] += len(gt)
+            if gt and len(found):
+                hits[group] += int((box_iou(torch.tensor(gt), found).amax(dim=1) >= iou).sum())
+    return {g: (hits[g] / totals[g] if totals[g] else float("nan"), totals[g]) for g in groups}
 
 
 def _result_boxes(path, image_ids, top_k):
