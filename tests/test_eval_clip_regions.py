@@ -113,6 +113,15 @@ def test_tool_on_ground_truth_boxes(shapes_workspace, tmp_path):
     bad = run_tool("eval_clip_regions.py", "--clip", clip, "--dataset", "shapes_ovd_train",
                    "--regions", "gt", "--output", tmp_path / "x", env=env)  # fmt: skip
     assert bad.returncode == 2
+    assert not (tmp_path / "x").exists()  # nothing written for a refused input
     assert bad.stderr.strip().splitlines()[-1] == (
         "error: --dataset 'shapes_ovd_train' has no novel boxes: use an evaluation split "
         "(register_ovd_dataset(..., novel_annotated=True))")  # fmt: skip
+
+
+def test_tool_refuses_an_output_under_a_file(shapes_workspace, tmp_path):
+    root, env = shapes_workspace
+    (tmp_path / "file").write_text("")
+    bad = run_tool("eval_clip_regions.py", "--clip", f"{REPO}/weights/shapes_clip_vit.pt", "--dataset",
+                   "shapes_ovd_val", "--regions", "gt", "--output", tmp_path / "file" / "out", env=env)  # fmt: skip
+    assert bad.returncode == 2 and "--output" in bad.stderr.strip().splitlines()[-1], bad.stderr[-1000:]

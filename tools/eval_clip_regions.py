@@ -25,12 +25,12 @@ from tqdm import tqdm
 
 import ezsd  # noqa: F401  (registers the builtin datasets)
 from ezsd.clip import (
-    add_prompt_arguments, clip_checkpoint_hash, clip_region_instances, load_clip, prompts_from_args, region_boxes,
-    region_recall, text_embeddings,
+    add_prompt_arguments, clip_checkpoint_hash, clip_region_instances, load_clip, prompts_from_args,
+    region_boxes, region_recall, text_embeddings,
 )  # fmt: skip
 from ezsd.evaluation import OVDCOCOEvaluator
 from ezsd.utils.errors import UserInputError, exit_on_user_error
-from ezsd.utils.file_io import atomic_write_json
+from ezsd.utils.file_io import atomic_write_json, check_writable_dir
 
 logger = logging.getLogger("ezsd.eval_clip_regions")
 
@@ -73,6 +73,7 @@ def main(argv=None):
                              "(register_ovd_dataset(..., novel_annotated=True))")  # fmt: skip
     dicts = DatasetCatalog.get(args.dataset)[: args.max_images]
     boxes = region_boxes(args.regions, dicts, args.top_k)
+    check_writable_dir(args.output, "--output")  # after every check of the inputs
     model = load_clip(args.clip, device=args.device)
     text = text_embeddings(model, meta.thing_classes, prompts_from_args(args))
     evaluator = OVDCOCOEvaluator(args.dataset, tasks=("bbox",), output_dir=args.output)
