@@ -75,7 +75,8 @@ def main(argv=None):
     boxes = region_boxes(args.regions, dicts, args.top_k)
     check_writable_dir(args.output, "--output")  # after every check of the inputs
     model = load_clip(args.clip, device=args.device)
-    text = text_embeddings(model, meta.thing_classes, prompts_from_args(args))
+    prompts = prompts_from_args(args)
+    text = text_embeddings(model, meta.thing_classes, prompts)
     evaluator = OVDCOCOEvaluator(args.dataset, tasks=("bbox",), output_dir=args.output)
     evaluator.reset()
     evaluated = [r for r in dicts if r["image_id"] in boxes]
@@ -96,7 +97,7 @@ def main(argv=None):
     report = dict(
         bbox, recall={g: r for g, (r, _) in recall.items()}, regions=args.regions, top_k=args.top_k,
         temperature=args.temperature, score_threshold=args.score_threshold, images=len(evaluated),
-        clip=args.clip, clip_hash=clip_checkpoint_hash(args.clip), prompts=list(prompts_from_args(args)),
+        clip=args.clip, clip_hash=clip_checkpoint_hash(args.clip), prompts=list(prompts),
     )  # fmt: skip
     atomic_write_json(os.path.join(args.output, "clip_regions.json"), report, indent=1)
     logger.info(f"{len(evaluated)} images, regions from {args.regions}; report in {args.output}/clip_regions.json")

@@ -1,0 +1,34 @@
+"""Shared by the analysis scripts here: a trained EZSD detector on the CPU, and the images of
+shapes_ovd_val resized as its test input."""
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import read_image
+from detectron2.modeling import build_model
+
+import ezsd  # noqa: F401  (registers the builtin datasets)
+from ezsd import add_ezsd_config
+
+
+def load_detector(config_file, weights, opts=()):
+    """(cfg, model in eval mode) of a training run's config.yaml and checkpoint; `opts` override."""
+    cfg = get_cfg()
+    add_ezsd_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(weights)
+    return cfg, model
+
+
+def val_inputs(cfg):
+    """(record, resize transform, CHW float image at the test size, original (height, width)) for
+    every image of shapes_ovd_val, as detectron2's DefaultPredictor prepares them."""
+    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+    for record in DatasetCatalog.get("shapes_ovd_val"):
+        image = read_image(record["file_name"], format=cfg.INPUT.FORMAT)
+        transform = resize.get_transform(image)
+        tensor = torch.as_tensor(transform.apply_image(image).astype("float32").transpose(2, 0, 1))
+        yield record, transform, tensor, image.shape[:2]
