@@ -18,6 +18,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
+from detectron2.structures import BoxMode
 
 from ezsd.clip import save_clip_checkpoint
 from ezsd.data.datasets import register_ovd_dataset
@@ -178,6 +179,26 @@ def test_proposals_filtered_against_base_gt_only():
     drop = FeatureSettings(gt_iou_thresh=0.3, top_k=300, drop_base_argmax=True)
     assert select_regions(props, gt, 2, drop).tolist() == [3]  # class 1 < 2 base classes
     assert select_regions(props, torch.zeros(0, 4), 2, FeatureSettings(top_k=2)).tolist() == [0, 1]
+
+
+def test_proposal_recall_counts_the_groups_gt_boxes_hit_by_the_top_k(world, tmp_path):
+    """Per val image: a box far from every object first, then the GT boxes; the top 1 hits none,
+    the top 1 + (most boxes) hit all; a folder without files is a one-line error."""
+    from ezsd.offline.recall import proposal_recall
+
+    records = DatasetCatalog.get(VAL)
+    most = max(len(r["annotations"]) for r in records)
+    for record in records:
+        gt = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+              for a in record["annotations"]]  # fmt: skip
+        boxes = np.array([[500, 500, 510, 510], *gt], dtype=np.float32).reshape(-1, 4)
+        np.savez(tmp_path / f"{record['image_id']}.npz", boxes=boxes, num_encodings=7)
+    result = proposal_recall(VAL, str(tmp_path), ks=(1, 1 + most), group="all")
+    assert result["gt_boxes"] == sum(len(r["annotations"]) for r in records) > 0
+    assert result["recall"] == {"1": 0.0, str(1 + most): 1.0}
+    assert result["images"] == len(records) and result["encodings_per_image"] == 7.0
+    with pytest.raises(UserInputError, match="no proposal file"):
+        proposal_recall(VAL, str(tmp_path / "empty"), ks=(1,))
 
 
 def test_shards_partition_deterministically():

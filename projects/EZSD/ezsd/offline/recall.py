@@ -11,8 +11,6 @@ import os
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import BoxMode
-from torchvision.ops import box_iou
 
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 
@@ -20,43 +18,37 @@ __all__ = ["proposal_recall"]
 
 
 def proposal_recall(dataset, proposals_dir, ks=(100, 300), iou=0.5, group="novel", max_images=None):
-    """Recall at IoU `iou` of the `group` ("novel", "base" or "all") GT boxes by the top-k stored
-    proposals, for each k, over the images that have a proposal file (among the first
-    `max_images` by id, if given). Returns a dict."""
+    """Recall at IoU `iou` of the `group` ("novel", "base" or "all") non-crowd GT boxes by the
+    top-k stored proposals, for each k, over the images that have a proposal file (among the
+    first `max_images` by id, if given). Returns a dict."""
     import ezsd  # noqa: F401  (registers the builtin datasets)
+    from ezsd.clip import region_recall
+
+    from .sharding import image_order_key
 
     if dataset not in DatasetCatalog.list():
         raise UserInputError(f"--dataset '{dataset}' is not a registered dataset")
     meta = MetadataCatalog.get(dataset)
     wanted = set(meta.thing_classes) if group == "all" else set(meta.get(f"{group}_classes", []))
-    hits = {k: 0 for k in ks}
-    num_gt = num_images = 0
-    encodings = []
-    from .sharding import image_order_key
-
-    records = sorted(DatasetCatalog.get(dataset), key=image_order_key)
-    for record in records[:max_images]:
+    records = sorted(DatasetCatalog.get(dataset), key=image_order_key)[:max_images]
+    boxes, encodings = {}, []
+    for record in records:
         path = os.path.join(proposals_dir, f"{record['image_id']}.npz")
-        if not os.path.exists(path):
-            continue
-        num_images += 1
-        with np.load(path) as data:
-            boxes = torch.from_numpy(data["boxes"].astype(np.float32))
-            encodings.append(int(data["num_encodings"]))
-        gt = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
-              for a in record["annotations"] if meta.thing_classes[a["category_id"]] in wanted]
-        if not gt:
-            continue
-        gt = torch.tensor(gt, dtype=torch.float32)
-        num_gt += len(gt)
-        for k in ks:
-            if len(boxes[:k]):
-                hits[k] += int((box_iou(gt, boxes[:k]).amax(dim=1) >= iou).sum())
-    if not num_images:
+        if os.path.exists(path):
+            with np.load(path) as data:
+                boxes[record["image_id"]] = torch.from_numpy(data["boxes"].astype(np.float32))
+                encodings.append(int(data["num_encodings"]))
+    if not boxes:
         raise UserInputError(f"{proposals_dir}: no proposal file for any image of '{dataset}'")
+    recall = {}
+    for k in ks:
+        top_k = {image_id: b[:k] for image_id, b in boxes.items()}
+        recall[str(k)], num_gt = region_recall(
+            records, top_k, meta.thing_classes, {group: wanted}, iou
+        )[group]
     return dict(
-        dataset=dataset, group=group, iou=iou, images=num_images, gt_boxes=num_gt,
-        recall={str(k): hits[k] / max(num_gt, 1) for k in ks},
+        dataset=dataset, group=group, iou=iou, images=len(boxes), gt_boxes=num_gt,
+        recall={k: 0.0 if num_gt == 0 else r for k, r in recall.items()},
         encodings_per_image=float(np.mean(encodings)),
     )  # fmt: skip
 
