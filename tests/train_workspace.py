@@ -30,6 +30,9 @@ def load_tool(name):
     return module
 
 
+RPN_CONFIG = load_tool("run_pipeline").RPN_CONFIG
+
+
 def run_tool(name, *args, env, timeout=None):
     return subprocess.run(tool_command(name, *args), env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
@@ -79,9 +82,6 @@ def train_args(root, output_dir, *extra):
         "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", 128,
         "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 128, *extra,
     ]  # fmt: skip
-
-
-RPN_CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "rpn_R_18_FPN.yaml")
 
 
 def tiny_rpn_checkpoint(folder, seed=0):

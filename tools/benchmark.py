@@ -59,7 +59,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_CLIP = os.path.join(REPO, "weights", "shapes_clip_vit.pt")
 SHAPES_CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN.yaml")
 REAL_CONFIG = os.path.join(REPO, "configs", "Base-EZSD-RCNN-FPN.yaml")
-RPN_CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "rpn_R_18_FPN.yaml")
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from run_pipeline import RPN_CONFIG  # noqa: E402  (tools/ is not a package)
+
 TRAIN, VAL = "ezsd_benchmark_train", "ezsd_benchmark_val"
 
 # Every figure of benchmarks.json, its goal (for the table) and, for ratios, its parts.
@@ -478,11 +480,7 @@ def _optimizer(cfg, model, ezsd_model):
     """tools/train_net.py's optimizer for EZSD (no weight decay on the temperature), detectron2's
     default for the vanilla detector: the same SGD otherwise."""
     if ezsd_model:
-        sys.path.insert(0, os.path.join(REPO, "tools"))
-        try:
-            from train_net import Trainer
-        finally:
-            sys.path.pop(0)
+        from train_net import Trainer
         return Trainer.build_optimizer(cfg, model)
     from detectron2.solver import build_optimizer
 
