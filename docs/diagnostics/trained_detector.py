@@ -23,11 +23,11 @@ def load_detector(config_file, weights, opts=()):
     return cfg, model
 
 
-def val_inputs(cfg):
+def val_inputs(cfg, dataset="shapes_ovd_val"):
     """(record, resize transform, CHW float image at the test size, original (height, width)) for
-    every image of shapes_ovd_val, as detectron2's DefaultPredictor prepares them."""
+    every image of `dataset`, as detectron2's DefaultPredictor prepares them."""
     resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-    for record in DatasetCatalog.get("shapes_ovd_val"):
+    for record in DatasetCatalog.get(dataset):
         image = read_image(record["file_name"], format=cfg.INPUT.FORMAT)
         transform = resize.get_transform(image)
         tensor = torch.as_tensor(transform.apply_image(image).astype("float32").transpose(2, 0, 1))
