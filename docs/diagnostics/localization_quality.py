@@ -13,8 +13,7 @@ the model as trained), and the AP50 base / novel printed for each ALPHA.
 import sys, torch, numpy as np
 from detectron2.structures import Boxes, BoxMode
 from torchvision.ops import box_iou
-from ezsd.evaluation import OVDCOCOEvaluator
-from trained_detector import load_detector, val_inputs
+from trained_detector import load_detector, val_ap50, val_inputs
 
 cfg, model = load_detector(sys.argv[1], sys.argv[2])
 mode, alphas = sys.argv[3], [float(a) for a in sys.argv[4].split(",")]
@@ -57,9 +56,4 @@ for alpha in alphas:
         probs[:, :-1] = probs[:, :-1] * stash["quality"][:, None] ** alpha
         return probs.split([len(p) for p in proposals])
     pred.predict_probs = predict_probs
-    ev = OVDCOCOEvaluator("shapes_ovd_val", tasks=("bbox",), output_dir=None); ev.reset()
-    with torch.no_grad():
-        for rec, _, x, (h, w) in val_inputs(cfg):
-            ev.process([rec], [model([{"image": x, "height": h, "width": w}])[0]])
-    b = ev.evaluate()["bbox"]
-    print(mode, "alpha", alpha, {k: round(b[k], 1) for k in ("AP50_base", "AP50_novel", "AP50_all")})
+    print(mode, "alpha", alpha, val_ap50(cfg, model))

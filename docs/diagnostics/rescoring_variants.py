@@ -7,8 +7,7 @@ TOPK is MODEL.RPN.POST_NMS_TOPK_TEST.
       OUT/train/model_final.pth ALPHA TOPK
 """
 import sys, torch
-from ezsd.evaluation import OVDCOCOEvaluator
-from trained_detector import load_detector, val_inputs
+from trained_detector import load_detector, val_ap50
 cfg, model = load_detector(sys.argv[1], sys.argv[2], ["MODEL.RPN.POST_NMS_TOPK_TEST", int(sys.argv[4])])
 alpha = float(sys.argv[3]); pred = model.roi_heads.box_predictor
 def predict_probs(predictions, proposals):
@@ -18,9 +17,4 @@ def predict_probs(predictions, proposals):
     probs = probs * obj[:, None] ** alpha
     return (torch.cat([probs, 1 - probs.sum(1, keepdim=True).clamp(max=1)], 1)).split([len(p) for p in proposals])
 if alpha >= 0: pred.predict_probs = predict_probs
-ev = OVDCOCOEvaluator("shapes_ovd_val", tasks=("bbox",), output_dir=None); ev.reset()
-with torch.no_grad():
-    for rec, _, x, (h, w) in val_inputs(cfg):
-        out = model([{"image": x, "height": h, "width": w}])[0]
-        ev.process([rec], [out])
-b = ev.evaluate()["bbox"]; print(sys.argv[3:], {k: round(b[k], 1) for k in ("AP50_base", "AP50_novel", "AP50_all")})
+print(sys.argv[3:], val_ap50(cfg, model))

@@ -10,6 +10,7 @@ from detectron2.modeling import build_model
 
 import ezsd  # noqa: F401  (registers the builtin datasets)
 from ezsd import add_ezsd_config
+from ezsd.evaluation import OVDCOCOEvaluator
 
 
 def load_detector(config_file, weights, opts=()):
@@ -32,3 +33,14 @@ def val_inputs(cfg, dataset="shapes_ovd_val"):
         transform = resize.get_transform(image)
         tensor = torch.as_tensor(transform.apply_image(image).astype("float32").transpose(2, 0, 1))
         yield record, transform, tensor, image.shape[:2]
+
+
+def val_ap50(cfg, model):
+    """{AP50_base, AP50_novel, AP50_all} (0-100, one decimal) of the model on shapes_ovd_val."""
+    evaluator = OVDCOCOEvaluator("shapes_ovd_val", tasks=("bbox",), output_dir=None)
+    evaluator.reset()
+    with torch.no_grad():
+        for record, _, image, (height, width) in val_inputs(cfg):
+            evaluator.process([record], [model([{"image": image, "height": height, "width": width}])[0]])
+    bbox = evaluator.evaluate()["bbox"]
+    return {k: round(bbox[k], 1) for k in ("AP50_base", "AP50_novel", "AP50_all")}
