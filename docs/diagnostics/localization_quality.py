@@ -20,7 +20,7 @@ mode, alphas = sys.argv[3], [float(a) for a in sys.argv[4].split(",")]
 rh = model.roi_heads; pred = rh.box_predictor
 torch.manual_seed(0)
 
-def reg_features(images, feats, boxes):
+def reg_features(feats, boxes):
     pooled = rh.box_pooler([feats[f] for f in rh.box_in_features], [Boxes(boxes)])
     return rh.box_head(pooled, num_reg=len(boxes))[1].flatten(1)
 
@@ -32,7 +32,7 @@ with torch.no_grad():
         gt = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in rec["annotations"]]
         iou = box_iou(boxes, torch.tensor(tfm.apply_box(np.array(gt)), dtype=torch.float32)).amax(1) if gt else torch.zeros(len(boxes))
         keep = iou >= 0.3 if mode == "positives" else torch.ones_like(iou, dtype=torch.bool)
-        rows.append(reg_features(images, feats, boxes)[keep]); targets.append(iou[keep])
+        rows.append(reg_features(feats, boxes)[keep]); targets.append(iou[keep])
 rows, targets = torch.cat(rows), torch.cat(targets)
 head = torch.nn.Sequential(torch.nn.Linear(rows.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, 1))
 opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
