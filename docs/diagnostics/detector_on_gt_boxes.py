@@ -7,16 +7,15 @@ evaluator as training. Compare with tools/eval_clip_regions.py --regions gt (CLI
 """
 import sys, torch
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.structures import Boxes, Instances
 from ezsd.evaluation import OVDCOCOEvaluator
-from trained_detector import load_detector, val_inputs
+from trained_detector import backbone_features, gt_boxes, load_detector, val_inputs
 cfg, model = load_detector(sys.argv[1], sys.argv[2])
 ev = OVDCOCOEvaluator("shapes_ovd_val", tasks=("bbox",), output_dir=None); ev.reset()
 with torch.no_grad():
     for rec, tfm, x, (h, w) in val_inputs(cfg):
-        gt = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in rec["annotations"]]
-        boxes = torch.tensor(tfm.apply_box(torch.tensor(gt).numpy()), dtype=torch.float32)
-        images = model.preprocess_image([{"image": x}]); feats = model.backbone(images.tensor)
+        boxes = gt_boxes(rec, tfm)
+        images, feats = backbone_features(model, x)
         p = Instances(images.image_sizes[0]); p.proposal_boxes = Boxes(boxes); p.objectness_logits = torch.ones(len(boxes))
         if len(sys.argv) > 3:  # keep the GT boxes exactly (no box regression)
             model.roi_heads.box_predictor.predict_boxes = lambda preds, props: [q.proposal_boxes.tensor for q in props]

@@ -10,29 +10,24 @@ the model as trained), and the AP50 base / novel printed for each ALPHA.
   DETECTRON2_DATASETS=D python docs/diagnostics/localization_quality.py OUT/train/config.yaml \
       OUT/train/model_final.pth MODE ALPHA[,ALPHA...]
 """
-import sys, torch, numpy as np
-from detectron2.structures import Boxes, BoxMode
+import sys, torch
 from torchvision.ops import box_iou
-from trained_detector import load_detector, val_ap50, val_inputs
+from trained_detector import backbone_features, box_head_outputs, gt_boxes, load_detector, val_ap50, val_inputs
 
 cfg, model = load_detector(sys.argv[1], sys.argv[2])
 mode, alphas = sys.argv[3], [float(a) for a in sys.argv[4].split(",")]
 rh = model.roi_heads; pred = rh.box_predictor
 torch.manual_seed(0)
 
-def reg_features(feats, boxes):
-    pooled = rh.box_pooler([feats[f] for f in rh.box_in_features], [Boxes(boxes)])
-    return rh.box_head(pooled, num_reg=len(boxes))[1].flatten(1)
-
 rows, targets = [], []
 with torch.no_grad():
     for rec, tfm, x, _ in val_inputs(cfg, "shapes_ovd_train"):
-        images = model.preprocess_image([{"image": x}]); feats = model.backbone(images.tensor)
+        images, feats = backbone_features(model, x)
         boxes = model.proposal_generator(images, feats, None)[0][0].proposal_boxes.tensor
-        gt = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in rec["annotations"]]
-        iou = box_iou(boxes, torch.tensor(tfm.apply_box(np.array(gt)), dtype=torch.float32)).amax(1) if gt else torch.zeros(len(boxes))
+        gt = gt_boxes(rec, tfm)
+        iou = box_iou(boxes, gt).amax(1) if len(gt) else torch.zeros(len(boxes))
         keep = iou >= 0.3 if mode == "positives" else torch.ones_like(iou, dtype=torch.bool)
-        rows.append(reg_features(feats, boxes)[keep]); targets.append(iou[keep])
+        rows.append(box_head_outputs(model, feats, boxes)[1].flatten(1)[keep]); targets.append(iou[keep])
 rows, targets = torch.cat(rows), torch.cat(targets)
 head = torch.nn.Sequential(torch.nn.Linear(rows.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, 1))
 opt = torch.optim.AdamW(head.parameters(), lr=1e-3)

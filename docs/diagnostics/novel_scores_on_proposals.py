@@ -8,21 +8,19 @@ proposals that touch no object (IoU < 0.1) but score a novel class above 0.5 (cl
 """
 import collections, sys, torch, numpy as np
 from detectron2.data import MetadataCatalog
-from detectron2.structures import Boxes, BoxMode
 from torchvision.ops import box_iou
-from trained_detector import load_detector, val_inputs
+from trained_detector import backbone_features, box_head_outputs, gt_boxes, load_detector, val_inputs
 cfg, model = load_detector(sys.argv[1], sys.argv[2])
 meta = MetadataCatalog.get("shapes_ovd_val"); rh = model.roi_heads
 novel_ids = [meta.thing_classes.index(n) for n in meta.novel_classes]
 per_gt = {"base": [], "novel": []}; false_novel = collections.Counter(); false_sizes = []
 with torch.no_grad():
     for rec, tfm, x, _ in val_inputs(cfg):
-        gt = torch.tensor(tfm.apply_box(np.array([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in rec["annotations"]])), dtype=torch.float32)
-        images = model.preprocess_image([{"image": x}]); feats = model.backbone(images.tensor)
+        gt = gt_boxes(rec, tfm)
+        images, feats = backbone_features(model, x)
         proposals, _ = model.proposal_generator(images, feats, None)
         boxes = proposals[0].proposal_boxes.tensor
-        emb, reg = rh.box_head(rh.box_pooler([feats[f] for f in rh.box_in_features], [Boxes(boxes)]), num_reg=len(boxes))
-        probs = rh.box_predictor((emb, reg))[0].softmax(-1)
+        probs = rh.box_predictor(box_head_outputs(model, feats, boxes))[0].softmax(-1)
         iou = box_iou(gt, boxes)
         for i, a in enumerate(rec["annotations"]):
             group = "novel" if a["category_id"] in novel_ids else "base"

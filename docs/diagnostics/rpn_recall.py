@@ -3,22 +3,22 @@ base and novel GT boxes of shapes_ovd_val by the top-k test-time RPN proposals o
 
   DETECTRON2_DATASETS=D python docs/diagnostics/rpn_recall.py OUT/train/config.yaml OUT/train/model_final.pth
 """
-import sys, torch, numpy as np
+import sys, torch
 from detectron2.data import MetadataCatalog
-from detectron2.structures import BoxMode
 from torchvision.ops import box_iou
-from trained_detector import load_detector, val_inputs
+from trained_detector import backbone_features, gt_boxes, load_detector, val_inputs
 cfg, model = load_detector(sys.argv[1], sys.argv[2])
 meta = MetadataCatalog.get("shapes_ovd_val")
 ks = (10, 30, 100, 300); hits = {(g, k): 0 for g in ("base", "novel") for k in ks}; tot = {"base": 0, "novel": 0}
 with torch.no_grad():
     for rec, tfm, x, _ in val_inputs(cfg):
-        images = model.preprocess_image([{"image": x}]); feats = model.backbone(images.tensor)
+        images, feats = backbone_features(model, x)
         props, _ = model.proposal_generator(images, feats); boxes = props[0].proposal_boxes.tensor
+        all_gt = gt_boxes(rec, tfm)
         for g in ("base", "novel"):
             names = set(meta.get(f"{g}_classes"))
-            gt = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in rec["annotations"] if meta.thing_classes[a["category_id"]] in names]
-            if not gt: continue
-            gt = torch.tensor(tfm.apply_box(np.array(gt)), dtype=torch.float32); tot[g] += len(gt)
+            gt = all_gt[[meta.thing_classes[a["category_id"]] in names for a in rec["annotations"]]]
+            if not len(gt): continue
+            tot[g] += len(gt)
             for k in ks: hits[(g, k)] += int((box_iou(gt, boxes[:k]).amax(1) >= 0.5).sum())
 print({f"{g}@{k}": round(hits[(g, k)] / tot[g], 3) for g, k in hits}, tot)
