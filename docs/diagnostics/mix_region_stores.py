@@ -2,8 +2,8 @@
 distilled proposals are a mix of two stores' (e.g. fast CLIP proposals and random regions), made
 with the same CLIP for the same images. Per image it keeps store A's GT rows and the first
 N_A proposals of A followed by the first N_B of B, so a trainer with
-MODEL.EZSD.DISTILL.NUM_PROPOSALS = N_A + N_B samples from both. The manifest is A's, with the mix
-recorded under settings.mixed_from.
+MODEL.EZSD.DISTILL.NUM_PROPOSALS = N_A + N_B (32 in the ShapesOVD config) samples from both. The
+manifest is A's, with the mix recorded under settings.mixed_from.
 
   python docs/diagnostics/mix_region_stores.py OUT STORE_A N_A STORE_B N_B
 """
