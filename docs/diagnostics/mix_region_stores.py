@@ -13,8 +13,7 @@ from ezsd.data.feature_store import REGION_FIELDS, FeatureStore, write_image_reg
 
 out, store_a, first_a, store_b, first_b = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 a, b = FeatureStore(store_a), FeatureStore(store_b)
-if a.manifest["clip_hash"] != b.manifest["clip_hash"] or a.manifest["class_names"] != b.manifest["class_names"]:
-    sys.exit(f"{store_b}: made with another CLIP or class list than {store_a}")
+b.check_compatible(clip_hash=a.manifest["clip_hash"], class_names=a.manifest["class_names"])
 counts = {}
 for image_id in map(int, a.manifest["images"]):
     regions_a, regions_b = a.load(image_id), b.load(image_id)
