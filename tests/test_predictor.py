@@ -131,6 +131,36 @@ def test_vocabulary_swap_keeps_a_buffer_and_changes_num_classes():
         pred.set_vocabulary(torch.zeros(2, 4), ["a", "b"])
 
 
+def test_objectness_exponent_weights_class_probabilities_at_inference(tmp_path):
+    emb, reg = _inputs()
+    logits = torch.tensor([-3.0, -1.0, 0.0, 2.0, 5.0])
+    boxes = Boxes(torch.tensor([[1.0, 2, 30, 40]] * 5))
+    proposals = [Instances((50, 50), proposal_boxes=boxes, objectness_logits=logits)]
+    soft = dict(temperature=1.0, learn_temperature=False)  # comparable class probabilities
+    plain = _predictor(**soft).eval()
+    predictions = plain((emb, reg))
+    softmax = predictions[0].softmax(-1)
+    torch.testing.assert_close(plain.predict_probs(predictions, proposals)[0], softmax)
+
+    weighted = _predictor(objectness_exponent=2.0, **soft).eval()
+    probs = weighted.predict_probs(predictions, proposals)[0]
+    torch.testing.assert_close(probs[:, :-1], softmax[:, :-1] * logits.sigmoid()[:, None] ** 2)
+    torch.testing.assert_close(probs[:, -1], softmax[:, -1])  # background left as it is
+    # an unlikely object (logit -3) keeps < 1% of its class probabilities, a likely one > 97%
+    ratio = probs[:, :-1] / softmax[:, :-1]
+    assert (ratio[0] < 0.01).all() and (ratio[4] > 0.97).all()
+
+    without_scores = [Instances((50, 50), proposal_boxes=boxes)]
+    with pytest.raises(UserInputError, match="TEST_OBJECTNESS_EXPONENT > 0 needs proposals"):
+        weighted.predict_probs(predictions, without_scores)
+    with pytest.raises(UserInputError, match="TEST_OBJECTNESS_EXPONENT must be >= 0, got -1"):
+        _predictor(objectness_exponent=-1.0)
+    cfg = _cfg(tmp_path)
+    cfg.MODEL.EZSD.TEST_OBJECTNESS_EXPONENT = 0.5
+    shapes = (ShapeSpec(channels=D), ShapeSpec(channels=F_REG))
+    assert EZSDPredictor(cfg, *shapes).objectness_exponent == 0.5
+
+
 def test_vocabulary_file_and_mismatched_sidecar(tmp_path):
     path = str(tmp_path / "voc.npy")
     save_text_embeddings(path, _text(3).numpy(), ["lemon", "lime", "brick"])
@@ -150,6 +180,8 @@ def test_vocabulary_file_and_mismatched_sidecar(tmp_path):
 
 
 def test_box_head_branches():
+    # seeded: at FC width 6 some random inputs zero every ReLU before the embedding layer
+    torch.manual_seed(0)
     head = EZSDBoxHead(ShapeSpec(channels=4, height=5, width=5), embed_dim=D, conv_dim=6,
                        fc_dim=F_REG, conv_norm="")  # fmt: skip
     emb, reg = head(torch.randn(7, 4, 5, 5), num_reg=3)

@@ -20,6 +20,7 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
+from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
 from ezsd.data.text_embedding_file import load_text_embeddings
@@ -86,6 +87,7 @@ class EZSDPredictor(FastRCNNOutputLayers):
         semantic_regression: bool = True,
         temperature: float = 100.0,
         learn_temperature: bool = True,
+        objectness_exponent: float = 0.0,
         expected_datasets: Optional[dict] = None,
         **kwargs,
     ):
@@ -99,6 +101,8 @@ class EZSDPredictor(FastRCNNOutputLayers):
             semantic_regression: concatenate a text embedding to the regression features.
             temperature: initial (or fixed) T; stored as log T.
             learn_temperature: T is a parameter (True) or a fixed buffer (False).
+            objectness_exponent: at inference, class probabilities are multiplied by
+                sigmoid(proposal objectness) ** this (0: not at all).
             expected_datasets: {"train": name, "test": name}; a vocabulary's names are checked
                 against that dataset's thing_classes at the first forward of its mode when they
                 were unknown at build time.
@@ -127,6 +131,12 @@ class EZSDPredictor(FastRCNNOutputLayers):
             self.log_temperature = nn.Parameter(log_t)
         else:
             self.register_buffer("log_temperature", log_t)
+
+        if objectness_exponent < 0:
+            raise UserInputError(
+                f"MODEL.EZSD.TEST_OBJECTNESS_EXPONENT must be >= 0, got {objectness_exponent}"
+            )
+        self.objectness_exponent = float(objectness_exponent)
 
         self._expected_datasets = dict(expected_datasets or {})
         self._vocabularies = {}
@@ -178,6 +188,7 @@ class EZSDPredictor(FastRCNNOutputLayers):
             semantic_regression=ez.SEMANTIC_REGRESSION,
             temperature=ez.TEMPERATURE,
             learn_temperature=ez.LEARN_TEMPERATURE,
+            objectness_exponent=ez.TEST_OBJECTNESS_EXPONENT,
             expected_datasets={"train": train_ds, "test": test_ds},
         )
         return ret
@@ -305,6 +316,22 @@ class EZSDPredictor(FastRCNNOutputLayers):
             except AssertionError:  # no EventStorage (used outside a trainer)
                 pass
         return scores, deltas
+
+    def predict_probs(self, predictions, proposals: List[Instances]):
+        """FastRCNNOutputLayers' softmax; then, with `objectness_exponent` > 0, every class
+        probability (not background's) times the proposal's sigmoid objectness to that power."""
+        probs = super().predict_probs(predictions, proposals)
+        if not self.objectness_exponent:
+            return probs
+        weighted = []
+        for p, inst in zip(probs, proposals):
+            if not inst.has("objectness_logits"):
+                raise UserInputError("MODEL.EZSD.TEST_OBJECTNESS_EXPONENT > 0 needs proposals with "
+                                     "objectness_logits (an RPN or pre-computed proposals with scores)")  # fmt: skip
+            objectness = inst.objectness_logits.sigmoid().to(p.dtype)[:, None]
+            weight = objectness**self.objectness_exponent
+            weighted.append(torch.cat([p[:, :-1] * weight, p[:, -1:]], dim=1))
+        return weighted
 
 
 def temperature_scaled_parameters(model: nn.Module) -> List[str]:
