@@ -161,6 +161,34 @@ def test_objectness_exponent_weights_class_probabilities_at_inference(tmp_path):
     assert EZSDPredictor(cfg, *shapes).objectness_exponent == 0.5
 
 
+def test_split_softmax_keeps_base_and_novel_names_apart_at_inference(tmp_path):
+    names = ["c0", "n0", "c2", "n1"]  # c*: the training vocabulary's (base), n*: novel
+    pred = _predictor(split_softmax=True, test_text_embeddings=_text(4, seed=5),
+                      test_class_names=names).eval()  # fmt: skip
+    emb, reg = _inputs()
+    predictions = pred((emb, reg))
+    scores = predictions[0]
+    proposals = [Instances((50, 50), proposal_boxes=Boxes(torch.tensor([[1.0, 2, 30, 40]] * 5)))]
+    probs = pred.predict_probs(predictions, proposals)[0]
+    base = scores[:, [0, 2, 4]].softmax(-1)
+    novel = scores[:, [1, 3, 4]].softmax(-1)
+    torch.testing.assert_close(probs[:, [0, 2]], base[:, :2])
+    torch.testing.assert_close(probs[:, [1, 3]], novel[:, :2])
+    torch.testing.assert_close(probs[:, 4], scores.softmax(-1)[:, 4])
+    assert not torch.allclose(probs, scores.softmax(-1))
+    # a vocabulary of base names only, or training mode: the plain softmax
+    pred.set_vocabulary(_text(3).numpy(), ["c0", "c1", "c2"])
+    plain = pred((emb, reg))
+    torch.testing.assert_close(pred.predict_probs(plain, proposals)[0], plain[0].softmax(-1))
+    pred.train()
+    train_out = pred((emb, reg))
+    torch.testing.assert_close(pred.predict_probs(train_out, proposals)[0], train_out[0].softmax(-1))
+    cfg = _cfg(tmp_path)
+    cfg.MODEL.EZSD.TEST_SPLIT_SOFTMAX = True
+    shapes = (ShapeSpec(channels=D), ShapeSpec(channels=F_REG))
+    assert EZSDPredictor(cfg, *shapes).split_softmax
+
+
 def test_vocabulary_file_and_mismatched_sidecar(tmp_path):
     path = str(tmp_path / "voc.npy")
     save_text_embeddings(path, _text(3).numpy(), ["lemon", "lime", "brick"])

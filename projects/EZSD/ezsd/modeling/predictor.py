@@ -88,6 +88,7 @@ class EZSDPredictor(FastRCNNOutputLayers):
         temperature: float = 100.0,
         learn_temperature: bool = True,
         objectness_exponent: float = 0.0,
+        split_softmax: bool = False,
         expected_datasets: Optional[dict] = None,
         **kwargs,
     ):
@@ -103,6 +104,8 @@ class EZSDPredictor(FastRCNNOutputLayers):
             learn_temperature: T is a parameter (True) or a fixed buffer (False).
             objectness_exponent: at inference, class probabilities are multiplied by
                 sigmoid(proposal objectness) ** this (0: not at all).
+            split_softmax: at inference, the training vocabulary's names (base) compete in a softmax
+                with each other and background only, the other names (novel) likewise.
             expected_datasets: {"train": name, "test": name}; a vocabulary's names are checked
                 against that dataset's thing_classes at the first forward of its mode when they
                 were unknown at build time.
@@ -137,6 +140,7 @@ class EZSDPredictor(FastRCNNOutputLayers):
                 f"MODEL.EZSD.TEST_OBJECTNESS_EXPONENT must be >= 0, got {objectness_exponent}"
             )
         self.objectness_exponent = float(objectness_exponent)
+        self.split_softmax = split_softmax
 
         self._expected_datasets = dict(expected_datasets or {})
         self._vocabularies = {}
@@ -189,6 +193,7 @@ class EZSDPredictor(FastRCNNOutputLayers):
             temperature=ez.TEMPERATURE,
             learn_temperature=ez.LEARN_TEMPERATURE,
             objectness_exponent=ez.TEST_OBJECTNESS_EXPONENT,
+            split_softmax=ez.TEST_SPLIT_SOFTMAX,
             expected_datasets={"train": train_ds, "test": test_ds},
         )
         return ret
@@ -318,20 +323,35 @@ class EZSDPredictor(FastRCNNOutputLayers):
         return scores, deltas
 
     def predict_probs(self, predictions, proposals: List[Instances]):
-        """FastRCNNOutputLayers' softmax; then, with `objectness_exponent` > 0, every class
-        probability (not background's) times the proposal's sigmoid objectness to that power."""
-        probs = super().predict_probs(predictions, proposals)
-        if not self.objectness_exponent:
-            return probs
-        weighted = []
-        for p, inst in zip(probs, proposals):
-            if not inst.has("objectness_logits"):
+        """Class probabilities per image, (R_i, C + 1): a softmax over all names and background,
+        or with `split_softmax` one over the base names and one over the others; then, with
+        `objectness_exponent` > 0, every class probability (not background's) times the
+        proposal's sigmoid objectness to that power."""
+        scores, _ = predictions
+        probs = scores.softmax(-1)
+        if self.split_softmax and not self.training:
+            probs = self._split_softmax(scores, probs)
+        if self.objectness_exponent:
+            if not all(p.has("objectness_logits") for p in proposals):
                 raise UserInputError("MODEL.EZSD.TEST_OBJECTNESS_EXPONENT > 0 needs proposals with "
                                      "objectness_logits (an RPN or pre-computed proposals with scores)")  # fmt: skip
-            objectness = inst.objectness_logits.sigmoid().to(p.dtype)[:, None]
-            weight = objectness**self.objectness_exponent
-            weighted.append(torch.cat([p[:, :-1] * weight, p[:, -1:]], dim=1))
-        return weighted
+            objectness = torch.cat([p.objectness_logits for p in proposals]).sigmoid()
+            weight = objectness.to(probs.dtype)[:, None] ** self.objectness_exponent
+            probs = torch.cat([probs[:, :-1] * weight, probs[:, -1:]], dim=1)
+        return probs.split([len(p) for p in proposals], dim=0)
+
+    def _split_softmax(self, scores: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """Base names' probabilities from a softmax over base names + background, the other
+        names' from one over those + background, so that no base name can take a novel object's
+        probability nor the reverse; background's column stays the joint softmax's."""
+        base_names = set(self._vocabularies["train"][1])
+        is_base = torch.tensor([n in base_names for n in self.class_names], device=scores.device)
+        class_probs = torch.empty_like(scores[:, :-1])
+        for group in (is_base, ~is_base):
+            if group.any():
+                own = torch.cat([scores[:, :-1][:, group], scores[:, -1:]], dim=1).softmax(-1)
+                class_probs[:, group] = own[:, :-1]
+        return torch.cat([class_probs, probs[:, -1:]], dim=1)
 
 
 def temperature_scaled_parameters(model: nn.Module) -> List[str]:
