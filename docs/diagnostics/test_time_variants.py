@@ -8,9 +8,10 @@ shapes_ovd_val with one thing changed at test time. MODE:
                    training); the class among all names, times (1 - that background probability)
   novel_bias=B     B added to every novel logit
   split_softmax    base names compete with base names and background only, novel names with novel
-                   names and background only (no base name can absorb a novel object's probability)
+                   names and background only (MODEL.EZSD.TEST_SPLIT_SOFTMAX True)
   soften=F         every logit divided by F (a higher softmax temperature)
   objectness=A     every class probability times the RPN's objectness (sigmoid) to the power A
+                   (MODEL.EZSD.TEST_OBJECTNESS_EXPONENT A)
 
   DETECTRON2_DATASETS=D python docs/diagnostics/test_time_variants.py OUT/train/config.yaml OUT/train/model_final.pth MODE
 """
@@ -44,17 +45,14 @@ def predict_probs(predictions, proposals):
     if mode == "base_background":
         fg = 1 - torch.cat([cls[:, ~novel], bg], 1).softmax(-1)[:, -1:]
         probs = torch.cat([cls.softmax(-1) * fg, 1 - fg], 1)
-    elif mode == "split_softmax":
-        probs = torch.cat([cls, bg], 1).softmax(-1)
-        for names in (novel, ~novel):
-            own = torch.cat([cls[:, names], bg], 1).softmax(-1)
-            probs[:, :-1][:, names] = own[:, :-1]
     else:
         bias = float(arg) if mode == "novel_bias" else 0.0
         probs = torch.cat([cls + bias * novel, bg], 1).softmax(-1)
-    if mode == "objectness":
-        objectness = torch.cat([p.objectness_logits for p in proposals]).sigmoid()
-        probs[:, :-1] *= objectness[:, None] ** float(arg)
     return probs.split([len(p) for p in proposals])
-pred.predict_probs = predict_probs
+if mode == "split_softmax":  # the product's options (MODEL.EZSD.TEST_SPLIT_SOFTMAX, ...)
+    pred.split_softmax = True
+elif mode == "objectness":
+    pred.objectness_exponent = float(arg)
+else:
+    pred.predict_probs = predict_probs
 print(sys.argv[3], val_ap50(cfg, model))
