@@ -61,3 +61,26 @@ def test_unfinished_store_is_refused(tmp_path):
     with pytest.raises(UserInputError, match="manifest.json: not found"):
         FeatureStore(str(tmp_path))
     assert not [f for f in os.listdir(tmp_path / "regions") if f.startswith(".tmp")]
+
+
+def test_dataset_fingerprint_binds_ids_files_and_boxes_not_the_data_root():
+    from detectron2.data import MetadataCatalog
+    from detectron2.structures import BoxMode
+
+    from ezsd.data.feature_store import dataset_fingerprint
+
+    def records(root, files=("a.jpg", "b.jpg"), x=1.0):
+        return [{"file_name": f"{root}/{f}", "image_id": i + 1, "annotations": [
+            {"bbox": [x, 2.0, 10.0, 12.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}]}
+            for i, f in enumerate(files)]  # fmt: skip
+
+    for name, root in (("ezsd_test_fp_a", "/data/a/train"), ("ezsd_test_fp_b", "/moved/train")):
+        MetadataCatalog.get(name).set(image_root=root, thing_classes=["lemon"])
+    a = dataset_fingerprint("ezsd_test_fp_a", records("/data/a/train"))
+    moved = dataset_fingerprint("ezsd_test_fp_b", records("/moved/train")[::-1])
+    assert a["num_images"] == 2 and a["name"] == "ezsd_test_fp_a"
+    assert (moved["images_digest"], moved["boxes_digest"]) == (a["images_digest"], a["boxes_digest"])
+    other_file = dataset_fingerprint("ezsd_test_fp_a", records("/data/a/train", ("a.jpg", "c.jpg")))
+    assert other_file["images_digest"] != a["images_digest"]
+    other_box = dataset_fingerprint("ezsd_test_fp_a", records("/data/a/train", x=1.5))
+    assert other_box["images_digest"] == a["images_digest"] and other_box["boxes_digest"] != a["boxes_digest"]

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 from PIL import Image
 
 from ezsd import add_ezsd_config
 from ezsd.data.text_embedding_file import save_text_embeddings
-from ezsd.data.feature_store import write_image_regions, write_manifest
+from ezsd.data.feature_store import dataset_fingerprint, write_image_regions, write_manifest
 from ezsd.data.mapper import EZSDDatasetMapper
 from ezsd.utils.errors import UserInputError
 
@@ -22,7 +22,7 @@ PROPOSALS = np.array([[0, 0, 10, 10], [7, 7, 7, 20], [10, 10, 40, 39], [20, 0, 6
                       [1, 1, 50, 30], [2, 2, 3, 3]], np.float32)  # fmt: skip
 
 
-def _store(tmp_path, clip_hash="abc", base=("lemon", "brick"), image_ids=(1,)):
+def _store(tmp_path, clip_hash="abc", base=("lemon", "brick"), image_ids=(1,), dataset=None):
     boxes = np.concatenate([GT_BOXES, PROPOSALS])
     num = len(boxes)
     embeddings = np.zeros((num, D))
@@ -35,7 +35,7 @@ def _store(tmp_path, clip_hash="abc", base=("lemon", "brick"), image_ids=(1,)):
             objectness=np.linspace(1, 0, num), is_gt=np.arange(num) < len(GT_BOXES),
         )  # fmt: skip
     write_manifest(str(tmp_path / "feats"), clip_hash, list(base) + ["kiwi"], list(base), {},
-                   {i: num for i in image_ids})  # fmt: skip
+                   {i: num for i in image_ids}, dataset=dataset)  # fmt: skip
     return str(tmp_path / "feats")
 
 
@@ -112,7 +112,27 @@ def test_missing_regions_and_test_mode(tmp_path):
         _mapper(store, on_missing="ignore")
 
 
-def _cfg(tmp_path, store, clip_hash):
+TRAIN = "ezsd_test_mapper_train"
+
+
+def _register(name, records, **meta):
+    """(Re-)register a training dataset of `records` with base classes lemon and brick."""
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: [dict(r) for r in records])
+    meta.setdefault("thing_classes", ["lemon", "brick"])
+    MetadataCatalog.get(name).set(base_classes=["brick", "lemon"], novel_classes=["kiwi"],
+                                  image_root="/data/toy", **meta)  # fmt: skip
+
+
+def _records(file_names=("a.png",), boxes=GT_BOXES):
+    return [{"file_name": f"/data/toy/{f}", "image_id": i + 1, "height": H, "width": W,
+             "annotations": [{"bbox": b.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}
+                             for b in boxes]} for i, f in enumerate(file_names)]  # fmt: skip
+
+
+def _cfg(tmp_path, store, clip_hash, test_hash="same", train=(TRAIN,)):
     cfg = get_cfg()
     add_ezsd_config(cfg)
     path = str(tmp_path / "base.npy")
@@ -120,19 +140,25 @@ def _cfg(tmp_path, store, clip_hash):
         path, np.eye(2, D, dtype=np.float32), ["lemon", "brick"], clip_hash=clip_hash
     )
     cfg.MODEL.EZSD.TEXT_EMBEDDINGS = path
+    if test_hash is not None:
+        cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS = str(tmp_path / "all.npy")
+        save_text_embeddings(cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS, np.eye(3, D, dtype=np.float32),
+                             ["lemon", "brick", "kiwi"],
+                             clip_hash=clip_hash if test_hash == "same" else test_hash)  # fmt: skip
     cfg.MODEL.EZSD.DISTILL.FEATURES = store
-    cfg.DATASETS.TRAIN = ("ezsd_test_mapper_train",)
-    MetadataCatalog.get("ezsd_test_mapper_train").set(base_classes=["brick", "lemon"])
+    cfg.DATASETS.TRAIN = train
     return cfg
 
 
 def test_from_config_checks_the_store(tmp_path):
-    store = _store(tmp_path)
+    _register(TRAIN, _records())
+    made_for = dataset_fingerprint(TRAIN, _records())
+    store = _store(tmp_path, dataset=made_for)
     mapper = EZSDDatasetMapper(_cfg(tmp_path, store, "abc"), is_train=True)
     assert mapper.feature_store is not None and mapper.num_distill_proposals == 200
-    with pytest.raises(UserInputError, match="CLIP checkpoint abc, but this run uses zzz"):
+    with pytest.raises(UserInputError, match="with CLIP zzz but MODEL.EZSD.DISTILL.FEATURES .* with CLIP abc"):
         EZSDDatasetMapper(_cfg(tmp_path, store, "zzz"), is_train=True)
-    other = _store(tmp_path / "other", base=("lemon", "lime"))
+    other = _store(tmp_path / "other", base=("lemon", "lime"), dataset=made_for)
     with pytest.raises(UserInputError, match="base classes"):
         EZSDDatasetMapper(_cfg(tmp_path, other, "abc"), is_train=True)
     cfg = _cfg(tmp_path, "", "abc")
@@ -143,3 +169,74 @@ def test_from_config_checks_the_store(tmp_path):
     assert EZSDDatasetMapper(_cfg(tmp_path, store, "abc"), is_train=False).feature_store is None
     with pytest.raises(UserInputError, match="manifest.json: not found"):
         EZSDDatasetMapper(_cfg(tmp_path, str(tmp_path / "nowhere"), "abc"), is_train=True)
+
+
+def test_store_of_other_images_is_refused(tmp_path):
+    """A store is bound to its dataset: name, number of images, (image id, file name) list and
+    boxes; image ids alone (1..N in every ShapesOVD split and seed) do not tell."""
+    _register(TRAIN, _records(("a.png", "b.png")))
+    store = _store(tmp_path, image_ids=(1, 2), dataset=dataset_fingerprint(TRAIN, _records(("a.png", "b.png"))))
+    assert EZSDDatasetMapper(_cfg(tmp_path, store, "abc"), is_train=True).feature_store is not None
+
+    def refused(records, name=TRAIN):
+        _register(name, records)
+        with pytest.raises(UserInputError) as e:
+            EZSDDatasetMapper(_cfg(tmp_path, store, "abc", train=(name,)), is_train=True)
+        message = str(e.value)
+        assert "\n" not in message and "manifest.json" in message and f"'{TRAIN}' (2 images" in message
+        return message
+
+    assert "number of images differs" in refused(_records(("a.png", "b.png", "c.png")))
+    message = refused(_records(("a.png", "c.png")))  # same ids, another file
+    assert "(image id, file name) list digest differs" in message and "training uses" in message
+    assert "boxes digest differs" in refused(_records(("a.png", "b.png"), GT_BOXES + 1))
+    other_name = refused(_records(("a.png", "b.png")), name="ezsd_test_mapper_train_seed1")
+    assert "the dataset differs" in other_name and "'ezsd_test_mapper_train_seed1' (2 images" in other_name
+    _register(TRAIN, _records(("a.png", "b.png")))
+    old = _store(tmp_path / "old", image_ids=(1, 2))  # no dataset recorded
+    with pytest.raises(UserInputError, match="records no dataset"):
+        EZSDDatasetMapper(_cfg(tmp_path, old, "abc"), is_train=True)
+    with pytest.raises(UserInputError, match="holds the regions of one dataset"):
+        EZSDDatasetMapper(_cfg(tmp_path, store, "abc", train=(TRAIN, TRAIN)), is_train=True)
+
+
+def test_text_embeddings_of_another_clip_than_the_store_are_refused(tmp_path):
+    """Training and test text embeddings and the targets must come from one CLIP: a mismatch of
+    any of them is one line naming both sides; a text file without a CLIP hash cannot be checked
+    and is refused too."""
+    _register(TRAIN, _records())
+    store = _store(tmp_path, dataset=dataset_fingerprint(TRAIN, _records()))
+    with pytest.raises(UserInputError) as e:
+        EZSDDatasetMapper(_cfg(tmp_path, store, "abc", test_hash="zzz"), is_train=True)
+    message = str(e.value)
+    assert "TEST_TEXT_EMBEDDINGS" in message and "CLIP zzz" in message and "CLIP abc" in message
+    assert "\n" not in message
+    with pytest.raises(UserInputError, match="TEXT_EMBEDDINGS .*base.npy records no CLIP hash"):
+        EZSDDatasetMapper(_cfg(tmp_path, store, None, test_hash="abc"), is_train=True)
+
+
+def test_training_on_a_split_with_novel_boxes_is_refused(tmp_path):
+    """An evaluation split (novel boxes) as DATASETS.TRAIN is refused where the train loader's
+    mapper is built, without loading it; a dataset of unknown kind is scanned; and a record with a
+    novel box never passes the mapper."""
+    cfg = _cfg(tmp_path, "", "abc", test_hash=None)
+    cfg.MODEL.EZSD.DISTILL.ENABLED = False
+    for name in ("shapes_ovd_val", "coco_ovd_val", "lvis_v1_ovd_val"):
+        cfg.DATASETS.TRAIN = (name,)
+        with pytest.raises(UserInputError) as e:
+            EZSDDatasetMapper(cfg, is_train=True)
+        assert str(e.value).startswith(f"DATASETS.TRAIN: dataset '{name}' is an evaluation split")
+    # no novel_annotated flag: its boxes decide
+    novel = [dict(r, annotations=r["annotations"] + [dict(r["annotations"][0], category_id=2)])
+             for r in _records()]  # fmt: skip
+    _register(TRAIN, novel, thing_classes=["lemon", "brick", "kiwi"])
+    cfg.DATASETS.TRAIN = (TRAIN,)
+    with pytest.raises(UserInputError, match="holds a box of the novel category 'kiwi' .image id 1"):
+        EZSDDatasetMapper(cfg, is_train=True)
+    _register(TRAIN, _records(), thing_classes=["lemon", "brick", "kiwi"])
+    mapper = EZSDDatasetMapper(cfg, is_train=True)
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "a.png")
+    record = dict(novel[0], file_name=str(tmp_path / "a.png"))
+    with pytest.raises(UserInputError, match="novel category 'kiwi'"):
+        mapper(record)
+    assert len(mapper(dict(_records()[0], file_name=str(tmp_path / "a.png")))["instances"]) == 2

@@ -81,7 +81,7 @@ def _condition_on_text(pred):
         pred.bbox_pred.weight[:, F_REG : F_REG + 4] = torch.eye(4)
 
 
-def test_semantic_regression_uses_assigned_class_in_training_and_argmax_at_test():
+def test_semantic_regression_uses_assigned_class_in_training():
     pred = _predictor()
     _condition_on_text(pred)
     text = _text(3)
@@ -91,15 +91,33 @@ def test_semantic_regression_uses_assigned_class_in_training_and_argmax_at_test(
         _, deltas = pred.train()((emb, reg), gt)
     expected = torch.cat([text, torch.zeros(1, D)])[gt][:, :4]
     torch.testing.assert_close(deltas, expected)
-
-    _, deltas = pred.eval()((emb, reg))
-    argmax = (emb @ text.t()).argmax(1)
-    torch.testing.assert_close(deltas, text[argmax][:, :4])
     assert pred.bbox_pred.in_features == F_REG + D
 
     plain = _predictor(semantic_regression=False)
     assert plain.bbox_pred.in_features == F_REG
     assert plain.eval()((emb, reg))[1].shape == (5, 4)
+
+
+def test_semantic_regression_at_inference_follows_softmax_with_background():
+    """The official rule: the text of argmax softmax([T*cos_1..T*cos_C, T*<w_bg, x>]); the zero
+    vector when background wins. By hand: text_c = e_c (c = 0, 1, 2), w_bg = 0.02 e_3, T = 100."""
+    eye = torch.eye(D)
+    pred = _predictor(text_embeddings=eye[:3])
+    _condition_on_text(pred)  # deltas = the first 4 dims of the conditioning text
+    with torch.no_grad():
+        pred.bg_score.weight.copy_(0.02 * eye[3:4])
+    regions = torch.stack([
+        eye[3],                                      # cos 0, 0, 0; bg logit 2: background
+        F.normalize(eye[3] + 0.01 * eye[2], dim=0),  # class 2 logit 1.0 < bg 2.0: background
+        F.normalize(eye[1] + 0.5 * eye[3], dim=0),   # class 1 logit 89.4 > bg 0.9: class 1
+        F.normalize(eye[2] - eye[3], dim=0),         # class 2 logit 70.7 > bg -1.4: class 2
+    ])  # fmt: skip
+    scores, deltas = pred.eval()((regions, torch.zeros(4, F_REG)))
+    torch.testing.assert_close(scores[:, 3], torch.tensor([2.0, 2.0, 0.8944, -1.4142]), atol=1e-3, rtol=0)
+    expected = torch.stack([torch.zeros(4), torch.zeros(4), eye[1, :4], eye[2, :4]])
+    torch.testing.assert_close(deltas, expected)
+    # the foreground-only argmax (the rule before issue 23) would condition rows 0-1 on a class
+    assert scores[:2, :3].argmax(1).tolist() == [0, 2]
 
 
 def test_vocabulary_swap_keeps_a_buffer_and_changes_num_classes():
@@ -360,3 +378,55 @@ def test_solver_optimizer_selects_sgd_or_adamw_with_the_same_groups_and_clipping
     cfg.SOLVER.OPTIMIZER = "LION"
     with pytest.raises(UserInputError, match="SOLVER.OPTIMIZER 'LION'"):
         build(cfg, _predictor())
+
+
+def test_vocabularies_of_different_clips_are_refused(tmp_path):
+    """Training and test embeddings (and MODEL.EZSD.CLIP.MODEL when it is a file) must come from
+    one CLIP: checked when the predictor is built, i.e. for training and for evaluation."""
+    shapes = (ShapeSpec(channels=D), ShapeSpec(channels=F_REG))
+    clip_file = tmp_path / "clip.pt"
+    clip_file.write_bytes(b"a CLIP checkpoint")
+    from ezsd.utils.file_io import file_sha256
+
+    clip_hash = file_sha256(str(clip_file))
+    cfg = _cfg(tmp_path, test_file=True)
+    save_text_embeddings(cfg.MODEL.EZSD.TEXT_EMBEDDINGS, _text(2).numpy(), ["lemon", "lime"],
+                         clip_hash=clip_hash)  # fmt: skip
+    save_text_embeddings(cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS, _text(3).numpy(),
+                         ["lemon", "lime", "kiwi"], clip_hash="0123456789ab")  # fmt: skip
+    with pytest.raises(UserInputError) as e:
+        EZSDPredictor(cfg, *shapes)
+    message = str(e.value)
+    assert "MODEL.EZSD.TEST_TEXT_EMBEDDINGS" in message and "all.npy" in message
+    assert "CLIP 0123456789ab" in message and f"CLIP {clip_hash}" in message and "\n" not in message
+    # a test file without a hash next to a training file with one: cannot be checked, refused
+    save_text_embeddings(cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS, _text(3).numpy(), ["lemon", "lime", "kiwi"])
+    with pytest.raises(UserInputError, match="all.npy records no CLIP hash"):
+        EZSDPredictor(cfg, *shapes)
+    save_text_embeddings(cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS, _text(3).numpy(),
+                         ["lemon", "lime", "kiwi"], clip_hash=clip_hash)  # fmt: skip
+    cfg.MODEL.EZSD.CLIP.MODEL = str(clip_file)
+    assert EZSDPredictor(cfg, *shapes).eval().num_classes == 3  # all three agree
+    clip_file.write_bytes(b"another CLIP checkpoint")
+    with pytest.raises(UserInputError, match=f"MODEL.EZSD.CLIP.MODEL .*clip.pt was made with CLIP "
+                                             f"{file_sha256(str(clip_file))} but .*base.npy with CLIP {clip_hash}"):
+        EZSDPredictor(cfg, *shapes)
+
+
+def test_every_test_dataset_is_checked(tmp_path):
+    """The inference vocabulary serves every DATASETS.TEST entry, not only the first."""
+    from detectron2.data import MetadataCatalog
+
+    shapes = (ShapeSpec(channels=D), ShapeSpec(channels=F_REG))
+    ok, bad, late = "ezsd_test_pred_val_ok", "ezsd_test_pred_val_bad", "ezsd_test_pred_val_late"
+    MetadataCatalog.get(ok).set(thing_classes=["lemon", "lime", "kiwi"])
+    MetadataCatalog.get(bad).set(thing_classes=["lemon", "kiwi", "lime"])
+    with pytest.raises(UserInputError, match=f"DATASETS.TEST: datasets '{ok}' .* and '{bad}'"):
+        EZSDPredictor(_cfg(tmp_path, test=(ok, bad), test_file=True), *shapes)
+    with pytest.raises(UserInputError, match=f"class 1 is 'lime' but 'kiwi' is expected.*{bad}"):
+        EZSDPredictor(_cfg(tmp_path, test=(bad,), test_file=True), *shapes)
+    # classes known only after loading (a COCO json): checked at the first forward of eval mode
+    pred = EZSDPredictor(_cfg(tmp_path, test=(ok, late), test_file=True), *shapes).eval()
+    MetadataCatalog.get(late).set(thing_classes=["kiwi", "lemon", "lime"])
+    with pytest.raises(UserInputError, match=f"do not match the classes of dataset '{late}'"):
+        pred(_inputs())

@@ -124,3 +124,20 @@ def test_reader_does_not_import_clip():
         "sys.exit('clip' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_sidecar_records_the_clip_hash_and_mismatches_are_refused(tmp_path):
+    from ezsd.data.text_embedding_file import check_same_clip, text_embedding_info
+
+    path = str(tmp_path / "emb.npy")
+    save_text_embeddings(path, np.eye(2, 4), ["a", "b"], clip_hash="abc", prompts=["{}"])
+    info = text_embedding_info(path)
+    assert info["clip_hash"] == "abc" and info["names"] == ["a", "b"] and info["prompts"] == ["{}"]
+    save_text_embeddings(path, np.eye(2, 4), ["a", "b"])
+    assert text_embedding_info(path)["clip_hash"] is None
+    assert check_same_clip([("x.npy", "abc"), ("y.npy", None), ("z", "abc")]) == "abc"
+    with pytest.raises(UserInputError, match="^y.npy was made with CLIP def but x.npy with CLIP abc"):
+        check_same_clip([("x.npy", "abc"), ("y.npy", "def")])
+    with pytest.raises(UserInputError, match="^y.npy records no CLIP hash"):
+        check_same_clip([("x.npy", "abc"), ("y.npy", None)], require_all=True)
+    assert check_same_clip([("x.npy", None), ("y.npy", None)], require_all=True) is None

@@ -3,7 +3,10 @@
 Per region, all included, about 1.05 KB at 512-d: fp16 embedding (1024 B), fp32 box (16 B),
 fp16 confidence and objectness, int16 CLIP argmax, bool is-GT flag. The offline tools write it, the
 detector's mapper reads it; `manifest.json` records how the targets were made (CLIP checkpoint hash,
-class names, settings) so that a trainer refuses targets made for another set-up.
+class names, settings) and for which data (`dataset`: the dataset's name, number of images and
+digests of its (image id, file name) list and of its boxes, see `dataset_fingerprint`), so that a
+trainer refuses targets made for another set-up or other images (image ids alone do not tell:
+ShapesOVD numbers its images 1..N in every split and every seed).
 
 Layout:
     ROOT/manifest.json
@@ -12,15 +15,20 @@ Layout:
                                   float16, clip_class (R,) int16, objectness (R,) float16,
                                   is_gt (R,) bool. Proposal rows are sorted by objectness.
 """
+import hashlib
 import json
 import os
 
 import numpy as np
+from detectron2.data import MetadataCatalog
+from detectron2.structures import BoxMode
 
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import atomic_write, atomic_write_json
 
-__all__ = ["FeatureStore", "write_image_regions", "write_manifest", "REGION_FIELDS"]
+__all__ = [
+    "FeatureStore", "write_image_regions", "write_manifest", "dataset_fingerprint", "REGION_FIELDS",
+]  # fmt: skip
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -52,16 +60,55 @@ def write_image_regions(root, image_id, **arrays):
         np.savez(f, **cast)
 
 
-def write_manifest(root, clip_hash, class_names, base_classes, settings, image_counts, extra=None):
+def _digest(obj):
+    return hashlib.sha256(json.dumps(obj, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _relative_file_name(file_name, image_root):
+    """The image's path below the dataset's image folder (so that moving DETECTRON2_DATASETS does
+    not change a digest); its base name when it lies elsewhere."""
+    if image_root:
+        rel = os.path.relpath(os.path.abspath(file_name), os.path.abspath(image_root))
+        if not rel.startswith(".."):
+            return rel.replace(os.sep, "/")
+    return os.path.basename(file_name)
+
+
+def dataset_fingerprint(dataset_name, records):
+    """What a feature store records about the data it was made from: {"name", "num_images",
+    "images_digest" (of the (image id, file name) list in id order, file names relative to the
+    dataset's image_root), "boxes_digest" (of each image's boxes: class name, XYXY rounded to
+    0.01 px)}. `records`: the dataset's dicts (DatasetCatalog.get(dataset_name)), all of them."""
+    meta = MetadataCatalog.get(dataset_name)
+    classes = meta.get("thing_classes") or []
+    image_root = meta.get("image_root")
+    ordered = sorted(records, key=lambda r: (str(type(r["image_id"])), r["image_id"]))
+    images, boxes = [], []
+    for r in ordered:
+        images.append([str(r["image_id"]), _relative_file_name(r["file_name"], image_root)])
+        per_image = []
+        for a in r.get("annotations", []):
+            box = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+            cid = a["category_id"]
+            name = classes[cid] if 0 <= cid < len(classes) else str(cid)
+            per_image.append([name] + [round(float(v), 2) for v in box])
+        boxes.append(sorted(per_image))
+    return dict(name=dataset_name, num_images=len(ordered), images_digest=_digest(images),
+                boxes_digest=_digest(boxes))  # fmt: skip
+
+
+def write_manifest(root, clip_hash, class_names, base_classes, settings, image_counts, extra=None,
+                   dataset=None):  # fmt: skip
     """Write the manifest last: its presence marks a finished store.
 
-    `extra`: optional further top-level keys (e.g. the pre-computation's skipped images); they
-    cannot replace the standard ones.
+    `dataset`: `dataset_fingerprint` of the data the targets were made from (a trainer refuses a
+    store without it). `extra`: optional further top-level keys (e.g. the pre-computation's
+    skipped images); they cannot replace the standard ones.
     """
     manifest = dict(extra or {})
     manifest.update(
         format_version=FORMAT_VERSION, clip_hash=clip_hash, class_names=list(class_names),
-        base_classes=list(base_classes), settings=settings,
+        base_classes=list(base_classes), settings=settings, dataset=dataset,
         images={str(k): int(v) for k, v in image_counts.items()},
     )  # fmt: skip
     atomic_write_json(os.path.join(root, MANIFEST), manifest, indent=1)
@@ -105,6 +152,31 @@ class FeatureStore:
                 else f"class {first} is '{theirs[first]}' there, '{ours[first]}' here"
             )  # fmt: skip
             raise UserInputError(f"{path}: made for other class names ({detail})")
+
+    def check_dataset(self, dataset_name, records):
+        """Refuse a store made from other data than the dataset `dataset_name` whose dicts are
+        `records`: another dataset name, another number of images, another (image id, file name)
+        list, or other boxes. One line naming both sides."""
+        path = os.path.join(self.root, MANIFEST)
+        made = self.manifest.get("dataset")
+        if not made:
+            raise UserInputError(
+                f"{path}: records no dataset (made by an older version), so its regions cannot be "
+                f"paired with the images of '{dataset_name}' safely; re-run "
+                "tools/precompute_clip_features.py"
+            )
+        ours = dataset_fingerprint(dataset_name, records)
+        for key, what in (("name", "dataset"), ("num_images", "number of images"),
+                          ("images_digest", "(image id, file name) list digest"),
+                          ("boxes_digest", "boxes digest")):  # fmt: skip
+            if made.get(key) != ours[key]:
+                raise UserInputError(
+                    f"{path}: made for dataset '{made.get('name')}' ({made.get('num_images')} "
+                    f"images, ids/files {made.get('images_digest')}, boxes {made.get('boxes_digest')}) "
+                    f"but training uses '{dataset_name}' ({ours['num_images']} images, ids/files "
+                    f"{ours['images_digest']}, boxes {ours['boxes_digest']}): the {what} differs; "
+                    "pre-compute the region features of this dataset (MODEL.EZSD.DISTILL.FEATURES)"
+                )
 
     def __contains__(self, image_id):
         return str(image_id) in self.manifest["images"]

@@ -9,23 +9,24 @@ CLIP embeddings (not normalised), `weights` (K,) (1 for GT rows, CLIP confidence
 and `is_gt` (K,).
 """
 
-import json
 import logging
+import os
 
 import numpy as np
 import torch
 
 from detectron2.config import configurable
-from detectron2.data import DatasetMapper, MetadataCatalog
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import resolve_data_path
 
 from .feature_store import FeatureStore
-from .text_embedding_file import names_path
+from .text_embedding_file import check_same_clip, text_embedding_info
+from .training_checks import check_record, check_training_datasets, novel_category_ids
 
-__all__ = ["EZSDDatasetMapper", "transform_regions"]
+__all__ = ["EZSDDatasetMapper", "transform_regions", "check_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class EZSDDatasetMapper(DatasetMapper):
         feature_store=None,
         num_distill_proposals: int = 200,
         on_missing: str = "error",
+        train_datasets=(),
         **kwargs,
     ):
         """
@@ -83,6 +85,8 @@ class EZSDDatasetMapper(DatasetMapper):
             num_distill_proposals: proposals sampled per image (from the first that many stored).
             on_missing: "error" for an image without stored regions, or "skip": train it without
                 distillation (counted and logged).
+            train_datasets: names of the training datasets; in training, a record with a box of
+                one of their novel categories is refused (see ezsd.data.training_checks).
         """
         super().__init__(is_train, **kwargs)
         if on_missing not in ("error", "skip"):
@@ -95,29 +99,23 @@ class EZSDDatasetMapper(DatasetMapper):
         self.num_distill_proposals = int(num_distill_proposals)
         self.on_missing = on_missing
         self._num_missing = 0
+        self.train_datasets = list(train_datasets) if is_train else []
+        self._novel_ids = None  # known once the datasets are loaded (a COCO json sets its classes)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
         distill = cfg.MODEL.EZSD.DISTILL
         store = None
+        if is_train:
+            check_training_datasets(cfg.DATASETS.TRAIN)
         if is_train and distill.ENABLED:
             if not distill.FEATURES:
                 raise UserInputError("MODEL.EZSD.DISTILL.FEATURES is empty: set it to the folder of "
                                      "pre-computed region features, or set MODEL.EZSD.DISTILL.ENABLED False")  # fmt: skip
             store = FeatureStore(resolve_data_path(distill.FEATURES))
-            store.check_compatible(
-                clip_hash=_text_embeddings_clip_hash(cfg.MODEL.EZSD.TEXT_EMBEDDINGS)
-            )
-            for name in cfg.DATASETS.TRAIN:
-                base = MetadataCatalog.get(name).get("base_classes")
-                if base is not None and set(base) != set(store.manifest["base_classes"]):
-                    raise UserInputError(
-                        f"{store.root}: made for base classes {sorted(store.manifest['base_classes'])[:5]}..., "
-                        f"which differ from those of dataset '{name}' "
-                        f"(only in the store: {sorted(set(store.manifest['base_classes']) - set(base))[:5]}, "
-                        f"only in the dataset: {sorted(set(base) - set(store.manifest['base_classes']))[:5]})"
-                    )
+            check_store(store, cfg)
+        ret.update(train_datasets=list(cfg.DATASETS.TRAIN) if is_train else [])
         ret.update(
             feature_store=store,
             num_distill_proposals=distill.NUM_PROPOSALS,
@@ -126,6 +124,10 @@ class EZSDDatasetMapper(DatasetMapper):
         return ret
 
     def __call__(self, dataset_dict):
+        if self.train_datasets and dataset_dict.get("annotations"):
+            if self._novel_ids is None:
+                self._novel_ids = novel_category_ids(self.train_datasets)
+            check_record(dataset_dict, self._novel_ids)
         if self.feature_store is not None and "annotations" not in dataset_dict:
             dataset_dict = dict(dataset_dict, annotations=[])  # so that the hook below runs
         return super().__call__(dataset_dict)
@@ -164,14 +166,33 @@ class EZSDDatasetMapper(DatasetMapper):
         )
 
 
-def _text_embeddings_clip_hash(path):
-    """The CLIP hash recorded in a text-embedding file's sidecar (None if none is recorded):
-    targets and text embeddings must come from the same CLIP."""
-    path = resolve_data_path(path)
-    if not path or not path.endswith(".npy"):
-        return None
-    try:
-        with open(names_path(path)) as f:
-            return json.load(f).get("clip_hash")
-    except (OSError, ValueError, AttributeError):
-        return None
+def check_store(store, cfg):
+    """Refuse a feature store that does not fit the training run of `cfg`: made with another CLIP
+    than the text embeddings (training and test), for other base classes, or from other data than
+    DATASETS.TRAIN (name, number of images, (image id, file name) list, boxes)."""
+    ez = cfg.MODEL.EZSD
+    manifest = os.path.join(store.root, "manifest.json")
+    sources = [(f"MODEL.EZSD.DISTILL.FEATURES {manifest}", store.manifest["clip_hash"])]
+    for key in ("TEXT_EMBEDDINGS", "TEST_TEXT_EMBEDDINGS"):
+        path = resolve_data_path(getattr(ez, key))
+        if path:
+            sources.append((f"MODEL.EZSD.{key} {path}", text_embedding_info(path)["clip_hash"]))
+    check_same_clip(sources, require_all=True)
+    names = list(cfg.DATASETS.TRAIN)
+    for name in names:
+        base = MetadataCatalog.get(name).get("base_classes")
+        if base is not None and set(base) != set(store.manifest["base_classes"]):
+            raise UserInputError(
+                f"{store.root}: made for base classes {sorted(store.manifest['base_classes'])[:5]}..., "
+                f"which differ from those of dataset '{name}' "
+                f"(only in the store: {sorted(set(store.manifest['base_classes']) - set(base))[:5]}, "
+                f"only in the dataset: {sorted(set(base) - set(store.manifest['base_classes']))[:5]})"
+            )
+    if len(names) != 1:
+        made = (store.manifest.get("dataset") or {}).get("name")
+        raise UserInputError(
+            f"{manifest}: a feature store holds the regions of one dataset ('{made}'), but "
+            f"DATASETS.TRAIN is {tuple(names)}; distill one training dataset per run (image ids of "
+            "different datasets can collide)"
+        )
+    store.check_dataset(names[0], DatasetCatalog.get(names[0]))

@@ -1,8 +1,12 @@
-"""Text-embedding files: a (C, D) float32 .npy plus a sidecar `.names.json` with the class names.
+"""Text-embedding files: a (C, D) float32 .npy plus a sidecar `.names.json` with the class names
+and the hash of the CLIP that made them.
 
 The sidecar exists because an embedding file paired with the wrong class list (another order,
-another vocabulary) fails silently with AP ~ 0; with it the pairing is checked at load time.
-This module needs only NumPy, so readers (e.g. the detector) need neither torch nor CLIP.
+another vocabulary) or with another CLIP (targets, test vocabulary) fails silently with AP ~ 0;
+with it both pairings are checked at load time. This module is the sidecar's only reader and
+writer. It needs only NumPy, so readers (e.g. the detector) need neither torch nor CLIP.
+
+Sidecar: {"names": [C names], "clip_hash": "<12 hex>" or null, ...provenance (clip, prompts)}.
 """
 
 import json
@@ -13,7 +17,10 @@ import numpy as np
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import atomic_write, atomic_write_json
 
-__all__ = ["names_path", "save_text_embeddings", "load_text_embeddings"]
+__all__ = [
+    "names_path", "save_text_embeddings", "load_text_embeddings", "text_embedding_info",
+    "check_same_clip",
+]  # fmt: skip
 
 
 def names_path(path):
@@ -24,9 +31,11 @@ def names_path(path):
     return path[: -len(".npy")] + ".names.json"
 
 
-def save_text_embeddings(path, embeddings, names, **info):
-    """Write `embeddings` (C, D) as float32 to `path` and the names (plus `info`, e.g. the CLIP
-    hash and prompts, for provenance) to its sidecar; both atomically."""
+def save_text_embeddings(path, embeddings, names, clip_hash=None, **info):
+    """Write `embeddings` (C, D) as float32 to `path` and the names, `clip_hash` (the
+    `clip_checkpoint_hash` of the CLIP that made them; None when unknown, then nothing can be
+    checked against it) and `info` (provenance, e.g. the CLIP name and prompts) to its sidecar;
+    both atomically."""
     embeddings = np.asarray(embeddings, dtype=np.float32)
     names = [str(n) for n in names]
     if embeddings.ndim != 2 or embeddings.shape[0] != len(names):
@@ -34,7 +43,7 @@ def save_text_embeddings(path, embeddings, names, **info):
     sidecar = names_path(path)
     with atomic_write(path) as f:
         np.save(f, embeddings)
-    atomic_write_json(sidecar, dict(names=names, **info), indent=1)
+    atomic_write_json(sidecar, dict(names=names, clip_hash=clip_hash, **info), indent=1)
 
 
 def load_text_embeddings(path, expected_names=None):
@@ -51,11 +60,7 @@ def load_text_embeddings(path, expected_names=None):
                 f"{p}: no such file (write the pair with tools/dump_text_embeddings.py)"
             )
     embeddings = np.load(path)
-    try:
-        with open(sidecar) as f:
-            names = json.load(f)["names"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UserInputError(f"{sidecar}: not a names file ({e!r})") from None
+    names = text_embedding_info(path)["names"]
     if embeddings.ndim != 2 or embeddings.shape[0] != len(names):
         raise UserInputError(
             f"{path} holds {embeddings.shape[0]} embeddings but {sidecar} lists {len(names)} names"
@@ -74,3 +79,48 @@ def load_text_embeddings(path, expected_names=None):
                     "re-create it for these classes with tools/dump_text_embeddings.py"
                 )
     return embeddings.astype(np.float32, copy=False), names
+
+
+def text_embedding_info(path):
+    """The sidecar of the embedding file `path` as a dict with at least "names" (list of str) and
+    "clip_hash" (str, or None when the file does not record its CLIP)."""
+    sidecar = names_path(path)
+    try:
+        with open(sidecar) as f:
+            info = json.load(f)
+        names = info["names"]
+        if not isinstance(names, list):
+            raise TypeError(f"'names' is a {type(names).__name__}, not a list")
+    except FileNotFoundError:
+        raise UserInputError(
+            f"{sidecar}: no such file (write the pair with tools/dump_text_embeddings.py)"
+        ) from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserInputError(f"{sidecar}: not a names file ({e!r})") from None
+    info.setdefault("clip_hash", None)
+    return info
+
+
+def check_same_clip(sources, require_all=False):
+    """Refuse files made with different CLIPs: `sources` is a list of (label, clip_hash or None),
+    the label naming the file and the setting it came from (e.g. "MODEL.EZSD.TEXT_EMBEDDINGS
+    x.npy"). Two known hashes that differ are a one-line UserInputError naming both sides. A
+    source without a hash is refused when another one has a hash and `require_all` is set (it
+    cannot be checked); otherwise it is left out. Returns the common hash (None if none known)."""
+    known = [(label, h) for label, h in sources if h]
+    for label, h in known[1:]:
+        if h != known[0][1]:
+            raise UserInputError(
+                f"{label} was made with CLIP {h} but {known[0][0]} with CLIP {known[0][1]}; "
+                "text embeddings and region features must come from the same CLIP checkpoint "
+                "(re-create the odd one with tools/dump_text_embeddings.py or "
+                "tools/precompute_clip_features.py)"
+            )
+    if require_all and known:
+        for label, h in sources:
+            if not h:
+                raise UserInputError(
+                    f"{label} records no CLIP hash, so it cannot be checked against {known[0][0]} "
+                    f"(CLIP {known[0][1]}); re-create it with tools/dump_text_embeddings.py"
+                )
+    return known[0][1] if known else None

@@ -10,6 +10,7 @@ anything; `num_classes` always equals the active vocabulary's size.
 """
 
 import math
+import os
 from typing import List, Optional, Sequence
 
 import torch
@@ -23,12 +24,13 @@ from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
-from ezsd.data.text_embedding_file import load_text_embeddings
+from ezsd.data.text_embedding_file import check_same_clip, load_text_embeddings, text_embedding_info
 from ezsd.utils.errors import UserInputError
-from ezsd.utils.file_io import resolve_data_path
+from ezsd.utils.file_io import file_sha256, resolve_data_path
 
 __all__ = [
     "EZSDPredictor", "load_vocabulary_file", "dataset_class_names", "temperature_scaled_parameters",
+    "check_vocabulary_clip",
 ]  # fmt: skip
 
 
@@ -61,6 +63,38 @@ def load_vocabulary_file(path, expected_names=None, config_key="", dataset_name=
     return torch.from_numpy(embeddings.copy()), list(names)
 
 
+def _common_classes(dataset_names, config_key):
+    """(a dataset name, its thing_classes) for the datasets of `config_key`: every one whose
+    classes are known must have the same ones, since one vocabulary serves them all. (first
+    name, None) when none is known yet; ("", None) when there is none."""
+    known = [(n, dataset_class_names(n)) for n in dataset_names]
+    known = [(n, list(c)) for n, c in known if c is not None]
+    for name, classes in known[1:]:
+        if classes != known[0][1]:
+            raise UserInputError(
+                f"{config_key}: datasets '{known[0][0]}' ({len(known[0][1])} classes) and "
+                f"'{name}' ({len(classes)} classes) have different classes; one text-embedding "
+                "file serves them all, so evaluate (or train) them in separate runs"
+            )
+    if known:
+        return known[0]
+    return (dataset_names[0] if len(dataset_names) else ""), None
+
+
+def check_vocabulary_clip(cfg):
+    """Refuse training and test text embeddings made with different CLIPs, or with another CLIP
+    than MODEL.EZSD.CLIP.MODEL when that is a local file (its sha256 is what the files record).
+    The pair of embedding files must both record a hash when one does."""
+    ez = cfg.MODEL.EZSD
+    files = [(k, resolve_data_path(getattr(ez, k))) for k in ("TEXT_EMBEDDINGS", "TEST_TEXT_EMBEDDINGS")]
+    sources = [(f"MODEL.EZSD.{k} {path}", text_embedding_info(path)["clip_hash"])
+               for k, path in files if path]  # fmt: skip
+    common = check_same_clip(sources, require_all=True)
+    clip_file = resolve_data_path(ez.CLIP.MODEL)
+    if common and clip_file and os.path.isfile(clip_file):
+        check_same_clip(sources[:1] + [(f"MODEL.EZSD.CLIP.MODEL {clip_file}", file_sha256(clip_file))])
+
+
 class EZSDPredictor(FastRCNNOutputLayers):
     """Cosine classifier + background score + class-agnostic semantic regression.
 
@@ -69,8 +103,8 @@ class EZSDPredictor(FastRCNNOutputLayers):
     losses and inference are reused (softmax cross-entropy, class-agnostic box regression):
 
         scores[:, c] = T * cos(region, text_c),  scores[:, C] = T * <w_bg, region>
-        deltas = Linear([reg_features, text_k])   k = assigned GT class in training (zeros for
-                                                   background), argmax class at inference
+        deltas = Linear([reg_features, text_k])   k = assigned GT class in training, argmax of
+                                                   softmax(scores) at inference; zeros for background
     """
 
     @configurable
@@ -106,9 +140,9 @@ class EZSDPredictor(FastRCNNOutputLayers):
                 sigmoid(proposal objectness) ** this (0: not at all).
             split_softmax: at inference, the training vocabulary's names (base) compete in a softmax
                 with each other and background only, the other names (novel) likewise.
-            expected_datasets: {"train": name, "test": name}; a vocabulary's names are checked
-                against that dataset's thing_classes at the first forward of its mode when they
-                were unknown at build time.
+            expected_datasets: {"train": [names], "test": [names]}; a vocabulary's names are
+                checked against each of those datasets' thing_classes at the first forward of its
+                mode when they were unknown at build time.
             kwargs: the other FastRCNNOutputLayers arguments (test_score_thresh, ...).
         """
         embed_dim = input_shape.channels
@@ -157,14 +191,11 @@ class EZSDPredictor(FastRCNNOutputLayers):
         ret.pop("num_classes")
         ret.pop("cls_agnostic_bbox_reg")
         ez = cfg.MODEL.EZSD
-        train_ds = cfg.DATASETS.TRAIN[0] if len(cfg.DATASETS.TRAIN) else ""
-        test_ds = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else ""
+        train_ds, train_classes = _common_classes(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+        test_ds, test_classes = _common_classes(cfg.DATASETS.TEST, "DATASETS.TEST")
         emb, names = load_vocabulary_file(
-            ez.TEXT_EMBEDDINGS,
-            dataset_class_names(train_ds),
-            "MODEL.EZSD.TEXT_EMBEDDINGS",
-            train_ds,
-        )
+            ez.TEXT_EMBEDDINGS, train_classes, "MODEL.EZSD.TEXT_EMBEDDINGS", train_ds,
+        )  # fmt: skip
         if len(names) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
             raise UserInputError(
                 f"{ez.TEXT_EMBEDDINGS} holds {len(names)} classes but MODEL.ROI_HEADS.NUM_CLASSES "
@@ -173,18 +204,16 @@ class EZSDPredictor(FastRCNNOutputLayers):
         ret.update(text_embeddings=emb, class_names=names)
         if ez.TEST_TEXT_EMBEDDINGS:
             test_emb, test_names = load_vocabulary_file(
-                ez.TEST_TEXT_EMBEDDINGS, dataset_class_names(test_ds),
-                "MODEL.EZSD.TEST_TEXT_EMBEDDINGS", test_ds,
+                ez.TEST_TEXT_EMBEDDINGS, test_classes, "MODEL.EZSD.TEST_TEXT_EMBEDDINGS", test_ds,
             )  # fmt: skip
             ret.update(test_text_embeddings=test_emb, test_class_names=test_names)
-        else:
-            test_classes = dataset_class_names(test_ds)
-            if test_classes is not None and list(test_classes) != names:
-                raise UserInputError(
-                    f"dataset '{test_ds}' (DATASETS.TEST) has other classes than {ez.TEXT_EMBEDDINGS} "
-                    f"({len(test_classes)} vs {len(names)}): set MODEL.EZSD.TEST_TEXT_EMBEDDINGS to "
-                    f"text embeddings of its classes (tools/dump_text_embeddings.py --dataset {test_ds})"
-                )
+        elif test_classes is not None and list(test_classes) != names:
+            raise UserInputError(
+                f"dataset '{test_ds}' (DATASETS.TEST) has other classes than {ez.TEXT_EMBEDDINGS} "
+                f"({len(test_classes)} vs {len(names)}): set MODEL.EZSD.TEST_TEXT_EMBEDDINGS to "
+                f"text embeddings of its classes (tools/dump_text_embeddings.py --dataset {test_ds})"
+            )
+        check_vocabulary_clip(cfg)
         if reg_input_shape is None:
             reg_input_shape = ShapeSpec(channels=cfg.MODEL.ROI_BOX_HEAD.FC_DIM)
         ret.update(
@@ -194,7 +223,7 @@ class EZSDPredictor(FastRCNNOutputLayers):
             learn_temperature=ez.LEARN_TEMPERATURE,
             objectness_exponent=ez.TEST_OBJECTNESS_EXPONENT,
             split_softmax=ez.TEST_SPLIT_SOFTMAX,
-            expected_datasets={"train": train_ds, "test": test_ds},
+            expected_datasets={"train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST)},
         )
         return ret
 
@@ -257,41 +286,47 @@ class EZSDPredictor(FastRCNNOutputLayers):
         return self
 
     def _check_names_once(self):
-        """Check the active vocabulary against its dataset's classes if that was not possible when
+        """Check the active vocabulary against its datasets' classes if that was not possible when
         the model was built (thing_classes unknown until the dataset's json was first loaded)."""
         split = "train" if self.training else "test"
         if split in self._checked:
             return
-        dataset = self._expected_datasets.get(split)
-        expected = dataset_class_names(dataset)
-        if expected is not None and list(expected) != self.class_names:
-            ours = self.class_names
-            first = next((i for i, (a, b) in enumerate(zip(ours, expected)) if a != b), None)
-            detail = (f"{len(ours)} classes vs {len(expected)}" if first is None
-                      else f"class {first} is '{ours[first]}' but '{expected[first]}' is expected")  # fmt: skip
-            key = "MODEL.EZSD." + (
-                "TEXT_EMBEDDINGS" if split == "train" else "TEST_TEXT_EMBEDDINGS"
-            )
-            raise UserInputError(
-                f"the {'training' if split == 'train' else 'inference'} text embeddings do not match "
-                f"the classes of dataset '{dataset}' ({detail}); set {key} to embeddings made with "
-                f"tools/dump_text_embeddings.py --dataset {dataset}, or call set_vocabulary()"
-            )
-        if expected is not None or not dataset:  # checked, or nothing to check against
+        datasets = self._expected_datasets.get(split) or []
+        datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+        key = "MODEL.EZSD." + ("TEXT_EMBEDDINGS" if split == "train" else "TEST_TEXT_EMBEDDINGS")
+        known = 0
+        for dataset in datasets:
+            expected = dataset_class_names(dataset)
+            if expected is None:
+                continue
+            known += 1
+            if list(expected) != self.class_names:
+                ours = self.class_names
+                first = next((i for i, (a, b) in enumerate(zip(ours, expected)) if a != b), None)
+                detail = (f"{len(ours)} classes vs {len(expected)}" if first is None
+                          else f"class {first} is '{ours[first]}' but '{expected[first]}' is expected")  # fmt: skip
+                raise UserInputError(
+                    f"the {'training' if split == 'train' else 'inference'} text embeddings do not "
+                    f"match the classes of dataset '{dataset}' ({detail}); set {key} to embeddings "
+                    f"made with tools/dump_text_embeddings.py --dataset {dataset}, or call "
+                    "set_vocabulary()"
+                )
+        if known == len(datasets):  # all checked (or nothing to check against)
             self._checked.add(split)
 
     # ---- forward ----------------------------------------------------------------------------
 
-    def regression_text(self, cos: torch.Tensor, gt_classes: Optional[torch.Tensor] = None):
-        """The text embedding that conditions each region's regression: of its assigned class in
-        training (zeros for background, class id C), of its argmax class otherwise."""
-        if gt_classes is None:
-            if cos.shape[1] == 0:
-                return cos.new_zeros(cos.shape[0], self.embed_dim)
-            return self.text_embeddings[cos.argmax(dim=1)]
+    def regression_text(self, scores: torch.Tensor, gt_classes: Optional[torch.Tensor] = None):
+        """The text embedding that conditions each region's regression (the official head's rule):
+        in training, of its assigned class (zeros for background, class id C); at inference, of
+        the argmax of the softmax over the C classes *and* background, the zero vector when
+        background wins. `scores`: the (R, C + 1) logits (class columns, then background)."""
         padded = torch.cat(
             [self.text_embeddings, self.text_embeddings.new_zeros(1, self.embed_dim)]
         )
+        if gt_classes is None:
+            # softmax is monotonic: its argmax is the logits' argmax; index C = background -> zeros
+            return padded[scores.argmax(dim=1)]
         return padded[gt_classes.clamp(0, self.num_classes)]
 
     def forward(self, x, gt_classes: Optional[torch.Tensor] = None):
@@ -312,7 +347,7 @@ class EZSDPredictor(FastRCNNOutputLayers):
             temperature = self.temperature.float()
             scores = temperature * torch.cat([cos, self.bg_score(embeddings)], dim=1)
         if self.semantic_regression:
-            text = self.regression_text(cos.detach(), gt_classes)
+            text = self.regression_text(scores.detach(), gt_classes)
             reg_features = torch.cat([reg_features, text], dim=1)
         deltas = self.bbox_pred(reg_features)
         if self.training:

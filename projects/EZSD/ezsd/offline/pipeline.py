@@ -30,7 +30,7 @@ from detectron2.structures import BoxMode
 from tqdm import tqdm
 
 from ezsd.clip import DEFAULT_PROMPTS, clip_checkpoint_hash, load_clip, text_embeddings
-from ezsd.data.feature_store import region_file, write_image_regions, write_manifest
+from ezsd.data.feature_store import dataset_fingerprint, region_file, write_image_regions, write_manifest
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import (
     atomic_write, atomic_write_json, check_writable_dir, file_sha256, remove_stale_temps,
@@ -235,6 +235,7 @@ def run_precompute(cfg):
         cfg.proposal = dataclasses.replace(cfg.proposal, rpn_weights_hash=file_sha256(cfg.rpn_weights))
 
     records = sorted(DatasetCatalog.get(cfg.dataset), key=image_order_key)
+    data = dataset_fingerprint(cfg.dataset, records)  # all of them, before --max-images
     if cfg.max_images is not None:
         records = records[: cfg.max_images]
     if not records:
@@ -246,7 +247,7 @@ def run_precompute(cfg):
     logger.info(f"{spec}: {len(mine)} of {len(records)} images of {cfg.dataset}")
 
     proposal_settings = dict(
-        dataset=cfg.dataset, class_names=class_names, prompts=list(cfg.prompts),
+        dataset=cfg.dataset, data=data, class_names=class_names, prompts=list(cfg.prompts),
         clip_hash=proposal_hash, **cfg.proposal.to_dict(),
     )  # fmt: skip
     _check_settings(os.path.join(proposals_dir, "settings.json"), proposal_settings,
@@ -255,7 +256,7 @@ def run_precompute(cfg):
         feature_settings = dict(
             dataset=cfg.dataset, clip=os.path.basename(cfg.clip), clip_hash=feature_hash,
             prompts=list(cfg.prompts),
-            proposals={k: v for k, v in proposal_settings.items() if k != "dataset"},
+            proposals={k: v for k, v in proposal_settings.items() if k not in ("dataset", "data")},
             **cfg.features.to_dict(),
         )  # fmt: skip
         _check_settings(os.path.join(cfg.output, "shards", "settings.json"), feature_settings,
@@ -332,7 +333,7 @@ def run_precompute(cfg):
             merged = _merge_proposals(proposals_dir, spec.num_shards, proposal_settings)
         if need_features:
             merged = _merge_features(cfg.output, spec.num_shards, feature_hash, class_names, base,
-                                     feature_settings)  # fmt: skip
+                                     feature_settings, data)  # fmt: skip
     return dict(
         shard=spec.name, images=len(mine), resumed=resumed, skipped=len(skipped),
         proposal_encodings=models.proposal_encodings, feature_encodings=feature_encodings,
@@ -367,14 +368,14 @@ def _merge_proposals(proposals_dir, num_shards, settings):
     return True
 
 
-def _merge_features(output, num_shards, clip_hash, class_names, base, settings):
+def _merge_features(output, num_shards, clip_hash, class_names, base, settings, data):
     shards = _shard_files(output, num_shards)
     if shards is None:
         return False
     counts = dict(sorted((k, v) for s in shards for k, v in s["regions"].items()))
     extra = dict(skipped_images=[x for s in shards for x in s["skipped"]],
                  images_without_gt=sum(s["images_without_gt"] for s in shards))  # fmt: skip
-    write_manifest(output, clip_hash, class_names, base, settings, counts, extra=extra)
+    write_manifest(output, clip_hash, class_names, base, settings, counts, extra=extra, dataset=data)
     return True
 
 
