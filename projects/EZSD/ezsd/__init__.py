@@ -1,14 +1,15 @@
-"""EZSD for Detectron2. Importing the package registers its datasets and components."""
-import warnings
+"""EZSD for Detectron2.
 
-# Deprecation notices of pinned dependencies (clip imports pkg_resources; detectron2 calls
-# torch.jit.script) say nothing actionable to our users and bury our one-line errors.
-warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
+`import ezsd` registers the builtin open-vocabulary datasets (their files are read when a dataset
+or its metadata is first used) and nothing else. The detector's components (meta-architecture,
+ROI heads, box head) are registered by `ezsd.modeling`, which `add_ezsd_config` imports: every
+config that builds an EZSD model passes through it. Code that never builds the detector (CLIP and
+the offline stages) therefore never loads it.
+"""
+from .utils.quiet_imports import dependency_notices_hidden
 
-# Importing registers the builtin datasets, EZSDDatasetMapper and the model components.
-from . import data, modeling  # noqa: E402,F401
-from .config import add_ezsd_config  # noqa: E402
-from .data import mapper  # noqa: E402,F401
+with dependency_notices_hidden():
+    from . import data  # noqa: F401  (registers the builtin datasets)
+    from .config import add_ezsd_config, load_ezsd_config
 
-__all__ = ["add_ezsd_config"]
+__all__ = ["add_ezsd_config", "load_ezsd_config"]

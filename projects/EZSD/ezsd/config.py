@@ -8,7 +8,12 @@ from ezsd.utils.errors import UserInputError
 
 
 def add_ezsd_config(cfg):
-    """Add the config keys of EZSD. Every key has a one-line comment saying what it controls."""
+    """Add the config keys of EZSD. Every key has a comment saying what it controls.
+
+    Also registers the detector's components (`ezsd.modeling`) so that `build_model(cfg)` finds
+    them; `import ezsd` alone does not load the detector (see ezsd/__init__.py)."""
+    from . import modeling  # noqa: F401  (registers EZSDRCNN, EZSDROIHeads, EZSDBoxHead)
+
     _C = cfg
     _C.MODEL.EZSD = CN()
 
@@ -18,10 +23,6 @@ def add_ezsd_config(cfg):
     _C.MODEL.EZSD.CLIP.MODEL = "ViT-B/32"
     # Prompt templates for class-name text embeddings; several are averaged (prompt ensemble).
     _C.MODEL.EZSD.CLIP.PROMPTS = ["a photo of a {}"]
-    # Region crops: the box is enlarged by this factor about its centre before cropping.
-    _C.MODEL.EZSD.CLIP.CROP_SCALE = 1.2
-    # Region crops: the enlarged box's sides are at least this many pixels.
-    _C.MODEL.EZSD.CLIP.MIN_CROP_SIZE = 10.0
 
     # ---- detector (ezsd/modeling, ezsd/data/mapper.py) ----
     # Dimension of the region embedding = the CLIP embedding dimension (512 for ViT-B/32).
@@ -36,18 +37,15 @@ def add_ezsd_config(cfg):
     # Learn T (stored as log T) or keep it fixed.
     _C.MODEL.EZSD.LEARN_TEMPERATURE = True
     # LR multiplier of the classifier parameters whose gradient carries a factor T (~100): log T
-    # and the background vector. At 1.0 one SGD step moves log T by ~0.5 and T collapses before
-    # the region embeddings are organised (docs/SHAPES_RESULTS.md).
+    # and the background vector (below 1.0 slows their steps relative to the rest of the model).
     _C.MODEL.EZSD.TEMPERATURE_LR_FACTOR = 1.0
     # Semantic-based regression: condition box regression on a class text embedding.
     _C.MODEL.EZSD.SEMANTIC_REGRESSION = True
-    # Inference: each class probability times sigmoid(RPN objectness) ** this; 0 = off (the paper).
-    # Detic's MULT_PROPOSAL_SCORE idea; on ShapesOVD 1.0 adds 0.8-5.4 novel AP50 at 1,500 iterations,
-    # mixed at 400 (docs/SHAPES_RESULTS.md section 12). Needs proposals with objectness_logits.
+    # Inference (not the paper's): each class probability times sigmoid(RPN objectness) ** this;
+    # 0 = off (the paper). Detic's MULT_PROPOSAL_SCORE idea; needs proposals with objectness_logits.
     _C.MODEL.EZSD.TEST_OBJECTNESS_EXPONENT = 0.0
-    # Inference: the training vocabulary's names compete in a softmax with each other and background
-    # only, the other (novel) names likewise (not the paper's). On ShapesOVD it adds 3-11 base AP50
-    # and leaves novel within 1 point (docs/SHAPES_RESULTS.md section 12).
+    # Inference (not the paper's): the training vocabulary's names compete in a softmax with each
+    # other and background only, the other (novel) names likewise; False = one softmax (the paper).
     _C.MODEL.EZSD.TEST_SPLIT_SOFTMAX = False
     # EZSD box head layout (conv/FC widths and norm come from MODEL.ROI_BOX_HEAD.CONV_DIM/FC_DIM/NORM).
     _C.MODEL.EZSD.BOX_HEAD = CN()
@@ -70,9 +68,8 @@ def add_ezsd_config(cfg):
     # An image without stored regions: "error" (default) or "skip" (train it without distillation, counted and logged).
     _C.MODEL.EZSD.DISTILL.ON_MISSING = "error"
 
-    # ---- solver (tools/train_net.py) ----
-    # Optimizer: "SGD" (the paper's; SOLVER.MOMENTUM, SOLVER.NESTEROV) or "ADAMW" (betas 0.9/0.999;
-    # converges in far fewer iterations, which short CPU schedules need).
+    # ---- solver (ezsd.engine) ----
+    # Optimizer: "SGD" (the paper's; SOLVER.MOMENTUM, SOLVER.NESTEROV) or "ADAMW" (betas 0.9/0.999).
     _C.SOLVER.OPTIMIZER = "SGD"
 
 
