@@ -8,17 +8,17 @@ import itertools
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
-from detectron2.engine import AMPTrainer
+from detectron2.engine import AMPTrainer, default_argument_parser
 from detectron2.modeling import build_model
 
 from ezsd.data.datasets import register_ovd_dataset
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES
-from ezsd.engine import CPUAMPTrainer, build_train_loop
+from ezsd.engine import CPUAMPTrainer, Trainer, build_train_loop, load_config
 from ezsd.modeling import distillation_loss
 
 from test_predictor import _inputs, _predictor
 from test_roi_heads import _batch, _cfg
-from train_workspace import load_tool, train_args
+from train_workspace import train_args
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
@@ -104,7 +104,7 @@ def test_amp_loop_on_cuda_is_detectron2_fp16_amptrainer(tmp_path):
 
 
 def test_train_net_trainer_with_solver_amp_on_cpu(shapes_workspace, tmp_path):
-    """SOLVER.AMP.ENABLED through tools/train_net.py's Trainer on CPU: bfloat16, two iterations,
+    """SOLVER.AMP.ENABLED through ezsd.engine's Trainer on CPU: bfloat16, two iterations,
     a final checkpoint (in-process, on the shared workspace's images registered under a name)."""
     root, _ = shapes_workspace
     name = "test_amp_shapes_train"
@@ -113,12 +113,11 @@ def test_train_net_trainer_with_solver_amp_on_cpu(shapes_workspace, tmp_path):
         data = root / "shapes_ovd"
         register_ovd_dataset(name, str(data / "train.json"), str(data / "train"), base,
                              DEFAULT_NOVEL_CLASSES, thing_classes=base)  # fmt: skip
-    train_net = load_tool("train_net")
     argv = train_args(root, tmp_path / "amp", "SOLVER.AMP.ENABLED", True, "SOLVER.MAX_ITER", 2,
                       "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()")  # fmt: skip
-    args = train_net.default_argument_parser().parse_args(list(map(str, argv)))
-    cfg = train_net.load_config(args)
-    trainer = train_net.Trainer(cfg)
+    args = default_argument_parser().parse_args(list(map(str, argv)))
+    cfg = load_config(args)
+    trainer = Trainer(cfg)
     assert isinstance(trainer._trainer, CPUAMPTrainer)
     trainer.resume_or_load(resume=False)
     trainer.train()

@@ -22,7 +22,9 @@ import time
 
 import pytest
 import torch
+from detectron2.engine import default_argument_parser
 
+from ezsd.engine import launch_main
 from ezsd.offline.renormalization import CHECKPOINT_NAME, REPORT_NAME, STATE_NAME
 
 from train_workspace import REPO, load_tool, register_shapes_splits, tool_command, train_args
@@ -208,10 +210,9 @@ def test_dump_text_embeddings_into_read_only_folder(world, read_only, capsys):
 
 def test_train_net_into_read_only_folder(world, read_only, capsys):
     root, _ = world
-    tool = _load_tool("train_net")
     argv = list(map(str, train_args(root, read_only, *FAST, "DATASETS.TRAIN", f"('{TRAIN}',)")))
-    args = tool.default_argument_parser().parse_args(argv)
-    _one_line_error(capsys, lambda: tool.launch_main(args), read_only)
+    args = default_argument_parser().parse_args(argv)
+    _one_line_error(capsys, lambda: launch_main(args), read_only)
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("capsh"),

@@ -7,8 +7,10 @@ import json
 
 import pytest
 import torch
+from detectron2.engine import default_argument_parser
 
-from train_workspace import load_tool, run_tool, train_args
+import ezsd.engine
+from train_workspace import run_tool, train_args
 
 # Deterministic and small: GroupNorm instead of BatchNorm (batch statistics differ between one
 # batch of 2 and two batches of 1), no random flip, 96 px, the same SEED (the same image order:
@@ -34,13 +36,13 @@ def _weights(path):
 
 
 def _train_net():
-    return load_tool("train_net")
+    return ezsd.engine
 
 
 def _initial_weights(root, path):
     """A fresh model of the SMALL config, saved as MODEL.WEIGHTS for both runs."""
     train_net = _train_net()
-    args = train_net.default_argument_parser().parse_args(list(map(str, train_args(root, "", *SMALL))))
+    args = default_argument_parser().parse_args(list(map(str, train_args(root, "", *SMALL))))
     torch.manual_seed(0)
     model = train_net.Trainer.build_model(train_net.load_config(args))
     torch.save({"model": model.state_dict()}, path)
@@ -95,7 +97,7 @@ def test_batch_that_does_not_split_evenly_is_refused_before_starting_processes(s
     train_net = _train_net()
     argv = ["--num-gpus", "2", *train_args(root, root / "processes_3", "SOLVER.IMS_PER_BATCH", 3)]
     with pytest.raises(SystemExit) as e:
-        train_net.launch_main(train_net.default_argument_parser().parse_args(list(map(str, argv))))
+        train_net.launch_main(default_argument_parser().parse_args(list(map(str, argv))))
     assert e.value.code == 2 and not (root / "processes_3").exists()
     err = capsys.readouterr().err.strip()
     assert err == "error: SOLVER.IMS_PER_BATCH 3 is not divisible by the 2 training processes"

@@ -319,7 +319,7 @@ def test_temperature_lr_factor_scales_log_t_and_background_only():
 
     from ezsd import add_ezsd_config
     from ezsd.modeling import temperature_scaled_parameters
-    from train_workspace import load_tool
+    from ezsd.engine import Trainer
 
     model = nn.Module()
     model.roi_heads = nn.Module()
@@ -330,7 +330,7 @@ def test_temperature_lr_factor_scales_log_t_and_background_only():
     cfg = get_cfg()
     add_ezsd_config(cfg)
     cfg.SOLVER.BASE_LR, cfg.MODEL.EZSD.TEMPERATURE_LR_FACTOR = 0.02, 0.01
-    optimizer = load_tool("train_net").Trainer.build_optimizer(cfg, model)
+    optimizer = Trainer.build_optimizer(cfg, model)
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     assert group_of[id(pred.log_temperature)]["lr"] == pytest.approx(0.0002)
     assert group_of[id(pred.log_temperature)]["weight_decay"] == 0.0
@@ -349,9 +349,9 @@ def test_solver_optimizer_selects_sgd_or_adamw_with_the_same_groups_and_clipping
 
     from ezsd import add_ezsd_config
     from ezsd.utils.errors import UserInputError
-    from train_workspace import load_tool
+    from ezsd.engine import Trainer
 
-    build = load_tool("train_net").Trainer.build_optimizer
+    build = Trainer.build_optimizer
     cfg = get_cfg()
     add_ezsd_config(cfg)
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True

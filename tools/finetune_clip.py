@@ -30,6 +30,7 @@ import ezsd  # noqa: F401  (registers the builtin datasets)
 from ezsd.clip import add_prompt_arguments, clip_checkpoint_hash, prompts_from_args
 from ezsd.offline.renormalization import RenormSettings, base_box_samples, renormalize_clip
 from ezsd.utils.errors import UserInputError, exit_on_user_error
+from ezsd.utils.names import check_names_match
 
 logger = logging.getLogger("ezsd.finetune_clip")
 
@@ -123,8 +124,8 @@ def main(argv=None):
             "re-normalization trains on a base-only training split"
         )
     base, novel = list(val_meta.base_classes), list(val_meta.novel_classes)
-    if list(train_meta.base_classes) != base:
-        raise UserInputError("--train-dataset and --val-dataset have different base classes")
+    check_names_match(train_meta.base_classes, base,
+                      "--train-dataset and --val-dataset have different base classes")  # fmt: skip
     train_dicts = DatasetCatalog.get(args.train_dataset)[: args.max_train_images]
     val_dicts = DatasetCatalog.get(args.val_dataset)[: args.max_val_images]
     samples = base_box_samples(train_dicts, list(train_meta.thing_classes), base)
