@@ -92,21 +92,71 @@ def test_coco_ovd_metrics_match_pycocotools_on_class_subsets(tmp_path, seed):
     assert written["AP50_novel"] == results["AP50_novel"]
 
 
-def test_lvis_evaluator_runs_with_numpy_2(tmp_path):
+def _coco_subset_ap(gt, results_file, cat_ids, iou, max_dets):
+    """Mean AP over `cat_ids` from pycocotools (all areas, `max_dets` per image)."""
+    ev = COCOeval(gt, gt.loadRes(results_file), "bbox")
+    ev.params.catIds, ev.params.maxDets = list(cat_ids), [max_dets]
+    ev.evaluate()
+    ev.accumulate()
+    p = ev.eval["precision"][:, :, :, 0, 0]
+    if iou is not None:
+        p = p[np.isclose(ev.params.iouThrs, iou)]
+    return float(np.mean(p[p > -1]) * 100)
+
+
+FREQUENCY = {"lemon": "f", "brick": "c", "lime": "r", "tire": "r"}
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_lvis_ovd_metrics_match_an_independent_computation(tmp_path, seed):
+    """lvis==0.5.3 (np.float, run under NumPy 2) against pycocotools on an exhaustively labelled
+    tiny LVIS-format set (every absent category is a negative of its image, so LVIS's federated
+    rules count every detection as COCO does): base = frequent + common, novel = rare."""
     assert int(np.__version__.split(".")[0]) >= 2
-    images, annotations, predictions = _scene(3)
-    categories = [{"id": i + 1, "name": n, "synonyms": [n], "frequency": "r" if n in NOVEL else "f",
+    images, annotations, predictions = _scene(seed)
+    for image in images:
+        present = {a["category_id"] for a in annotations if a["image_id"] == image["id"]}
+        image["neg_category_ids"] = [c for c in range(1, 5) if c not in present]
+    categories = [{"id": i + 1, "name": n, "synonyms": [n], "frequency": FREQUENCY[n],
                    "image_count": 1, "instance_count": 1} for i, n in enumerate(NAMES)]  # fmt: skip
     json_file = tmp_path / "lvis_val.json"
     json_file.write_text(json.dumps({"images": images, "annotations": annotations,
-                                     "categories": categories}))  # fmt: skip
-    register_lvis_ovd_dataset("_t_eval_lvis", str(json_file), str(tmp_path) + "/", categories,
+                                     "categories": categories, "info": {}}))  # fmt: skip
+    name = f"_t_eval_lvis_{seed}"
+    register_lvis_ovd_dataset(name, str(json_file), str(tmp_path) + "/", categories,
                               novel_annotated=True)  # fmt: skip
-    assert MetadataCatalog.get("_t_eval_lvis").novel_classes == NOVEL
-    results = _run(OVDLVISEvaluator("_t_eval_lvis", tasks=("bbox",), distributed=False,
-                                    output_dir=str(tmp_path / "out")), predictions)["bbox"]  # fmt: skip
-    for key in ("AP", "APr", "APc", "APf"):
-        assert key in results
-    assert 0 < results["APr"] <= 100 and 0 < results["APf"] <= 100
-    assert not hasattr(np, "float") or "float" not in np.__dict__  # the alias is removed again
-    assert os.path.exists(tmp_path / "out" / "lvis_instances_results.json")
+    assert MetadataCatalog.get(name).novel_classes == NOVEL
+    out = tmp_path / "out"
+    results = _run(OVDLVISEvaluator(name, tasks=("bbox",), distributed=False, output_dir=str(out)),
+                   predictions)["bbox"]  # fmt: skip
+    assert "float" not in np.__dict__  # the alias is removed again
+    gt = COCO(str(json_file))
+    results_file = str(out / "lvis_instances_results.json")
+    groups = {"base": [1, 2], "novel": [3, 4], "all": [1, 2, 3, 4]}
+    for group, ids in groups.items():
+        for metric, iou in (("AP50", 0.5), ("AP", None)):
+            expected = _coco_subset_ap(gt, results_file, ids, iou, 300)
+            assert results[f"{metric}_{group}"] == pytest.approx(expected, abs=1e-6), (metric, group)
+    assert results["AP_novel"] == pytest.approx(results["APr"], abs=1e-6)
+    assert results["AP_all"] == pytest.approx(results["AP"], abs=1e-6)
+    assert results["APc"] == pytest.approx(_coco_subset_ap(gt, results_file, [2], None, 300), abs=1e-6)
+    assert 0 < results["AP50_novel"] < 100 and results["AP_base"] != results["AP_novel"]
+    written = json.loads((out / "ovd_metrics.json").read_text())["bbox"]
+    assert written == {k: results[k] for k in written} and {"APr", "APc", "APf", "AP50_novel"} <= set(written)
+
+
+def test_evaluators_refuse_class_names_missing_from_the_ground_truth(tmp_path):
+    """A base/novel name that the ground truth does not have is an error, not a class left out."""
+    from ezsd.utils.errors import UserInputError
+
+    images, annotations, _ = _scene(0)
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(NAMES)]
+    json_file = tmp_path / "val.json"
+    json_file.write_text(json.dumps({"images": images, "annotations": annotations,
+                                     "categories": categories}))  # fmt: skip
+    register_ovd_dataset("_t_eval_unknown", str(json_file), str(tmp_path), ["lemon", "brick"],
+                         ["lime", "tyre"], novel_annotated=True, thing_classes=NAMES)  # fmt: skip
+    with pytest.raises(UserInputError) as e:
+        OVDCOCOEvaluator("_t_eval_unknown", tasks=("bbox",), distributed=False)
+    assert str(e.value) == (f"{json_file}: has no category named ['tyre'] (1 of the novel classes "
+                            "of dataset '_t_eval_unknown'); the evaluation would leave them out")

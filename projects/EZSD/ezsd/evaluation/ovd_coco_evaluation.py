@@ -5,9 +5,10 @@ import numpy as np
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.logger import create_small_table
 
+from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import atomic_write_json
 
-__all__ = ["OVDCOCOEvaluator", "subset_average_precision"]
+__all__ = ["OVDCOCOEvaluator", "subset_average_precision", "ovd_class_groups"]
 
 OVD_METRICS_FILE = "ovd_metrics.json"
 OVD_METRICS = tuple(f"{m}_{g}" for m in ("AP50", "AP") for g in ("base", "novel", "all"))
@@ -35,6 +36,26 @@ def subset_average_precision(coco_eval, class_names, iou=None):
     return float(np.mean(per_class) * 100) if per_class else float("nan")
 
 
+def ovd_class_groups(metadata, category_names, source):
+    """{"base": names, "novel": names, "all": names} from the dataset's metadata, every name
+    checked against `category_names` (those of the ground truth `source`): a name that is not
+    there is a one-line UserInputError (dropping it would change the figure silently). A split
+    without novel boxes (metadata novel_annotated False) has no "novel" group, and "all" = base."""
+    base, novel = list(metadata.base_classes), list(metadata.novel_classes)
+    if metadata.get("novel_annotated") is False:
+        novel = []
+    known = set(category_names)
+    for group, names in (("base", base), ("novel", novel)):
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UserInputError(
+                f"{source}: has no category named {unknown[:5]} ({len(unknown)} of the {group} "
+                f"classes of dataset '{metadata.name}'); the evaluation would leave them out"
+            )
+    groups = {"base": base, "novel": novel, "all": base + novel}
+    return {k: v for k, v in groups.items() if v}
+
+
 class OVDCOCOEvaluator(COCOEvaluator):
     """A COCOEvaluator whose results also hold AP50_{base,novel,all} and AP_{base,novel,all}.
 
@@ -53,6 +74,9 @@ class OVDCOCOEvaluator(COCOEvaluator):
                 # derive detectron2's id mapping (category ids in sorted order) from the json.
                 cat_ids = sorted(self._coco_api.getCatIds())
                 self._metadata.thing_dataset_id_to_contiguous_id = {c: i for i, c in enumerate(cat_ids)}
+            # refuse base/novel names missing from the ground truth now, not after inference
+            cat_names = [c["name"] for c in self._coco_api.loadCats(self._coco_api.getCatIds())]
+            ovd_class_groups(self._metadata, cat_names, self._metadata.json_file)
 
     def evaluate(self, img_ids=None):
         results = super().evaluate(img_ids)
@@ -68,11 +92,8 @@ class OVDCOCOEvaluator(COCOEvaluator):
         results = super()._derive_coco_results(coco_eval, iou_type, class_names)
         if iou_type == "keypoints":
             return results
-        groups = {
-            "base": self._metadata.base_classes,
-            "novel": self._metadata.novel_classes,
-            "all": list(self._metadata.base_classes) + list(self._metadata.novel_classes),
-        }
+        cat_names = [c["name"] for c in self._coco_api.loadCats(self._coco_api.getCatIds())]
+        groups = ovd_class_groups(self._metadata, cat_names, self._metadata.json_file)
         ovd = {}
         for group, names in groups.items():
             for metric, iou in (("AP50", 0.5), ("AP", None)):
