@@ -17,7 +17,9 @@ from PIL import Image
 from ezsd import add_ezsd_config
 from ezsd.clip import save_clip_checkpoint, save_text_embeddings, text_embeddings
 
-from train_workspace import CONFIG, load_tool
+import ezsd.demo
+import ezsd.predictor
+from train_workspace import CONFIG
 from train_workspace import run_tool as _tool
 from tiny_clip import EMBED_DIM, tiny_clip
 
@@ -27,12 +29,12 @@ IMAGE_SIZES = {"a.png": (96, 80), "b.jpg": (64, 64)}  # file: (width, height)
 
 @pytest.fixture(scope="module")
 def demo_module():
-    return load_tool("demo")
+    return ezsd.demo
 
 
 @pytest.fixture
 def demo(demo_module, monkeypatch):
-    """tools/demo.py as a module, to run its main() in this process; its log handlers are left out
+    """ezsd.demo (tools/demo.py's command line), to run its main() in this process; its log handlers are left out
     (detectron2's setup_logger binds them once to the sys.stdout of the moment, which pytest's
     capture replaces from test to test)."""
     monkeypatch.setattr(demo_module, "setup_logger", lambda *args, **kwargs: None)
@@ -147,7 +149,7 @@ def test_custom_vocabulary_is_computed_once_then_cached(workspace, demo, monkeyp
     def no_clip(*args, **kwargs):
         raise AssertionError("CLIP was loaded although the text embeddings are cached")
 
-    monkeypatch.setattr(demo, "load_clip", no_clip)
+    monkeypatch.setattr(ezsd.predictor, "load_clip", no_clip)
     demo.main(["--input", str(root / "images" / "*.*g"), *with_output(root / "out_custom2")])
     _outputs(root / "out_custom2", CUSTOM)
     assert sorted(os.listdir(cache)) == cached and os.stat(cache / cached[1]).st_mtime_ns == stamp
