@@ -3,7 +3,8 @@
 
     tools/run_pipeline.py --output-dir output/demo [--seed N] [--novel a,b,c] [--variant V]
 
-Stages (each is skipped when its outputs exist, so an interrupted run resumes):
+Stages (each is skipped when its outputs exist and were made from the inputs asked for now, so an
+interrupted run resumes; outputs made from other inputs are refused, naming both, never reused):
   data      datasets/prepare_shapes_ovd.py          -> DATA/shapes_ovd/
   renorm    tools/finetune_clip.py                  -> SHARED/renorm/clip_renormalized.pt
   text      tools/dump_text_embeddings.py           -> SHARED/text_{raw,renorm}/{train,test}.npy
@@ -11,7 +12,9 @@ Stages (each is skipped when its outputs exist, so an interrupted run resumes):
             'rpn' CLIP-proposal mode; only with --clip-proposals rpn) -> SHARED/rpn/model_final.pth
   features  tools/precompute_clip_features.py       -> SHARED/features_{raw,renorm}_{MODE}/
   train     tools/train_net.py (trains, then evaluates on val with base+novel names) -> OUT/train/
-and writes OUT/results.json with the open-vocabulary AP figures and the time of every stage.
+and writes OUT/results.json with the open-vocabulary AP figures, every input that decides them
+(seed, split, image counts, iterations, variant, proposal mode, CLIPs, data digests, git commit)
+and the time of every stage.
 Every stage runs the same command a COCO user runs, with ShapesOVD settings. SHARED is OUT unless
 --shared-dir is given: tools/run_ablation.py points all variants at one, so each stage output is
 made once for the variants that share it.
@@ -25,8 +28,9 @@ import time
 
 from ezsd.config import load_ezsd_config
 from ezsd.data.shapes_ovd import DEFAULT_NOVEL_CLASSES
+from ezsd.data.text_embedding_file import text_embedding_info
 from ezsd.utils.errors import UserInputError, exit_on_user_error
-from ezsd.utils.file_io import atomic_write_json
+from ezsd.utils.file_io import atomic_write_json, file_sha256
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,6 +38,7 @@ SMALL_CLIP = os.path.join(REPO, "weights", "shapes_clip_vit.pt")
 CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN_pretrained.yaml")
 RPN_CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "rpn_R_18_FPN.yaml")
 RPN_CANDIDATES = 300  # per image (docs/PRECOMPUTE.md: more novel recall than 1000 at 1/3 the cost)
+INPUTS_FILE = "pipeline_inputs.json"  # what a stage's outputs were made from (beside them)
 
 # What each variant switches on; the paper's ablation read from top to bottom. `proposals` is the
 # distilled regions: None (no distillation), "random" (regions not chosen by CLIP, as in ViLD) or
@@ -121,15 +126,56 @@ class Pipeline:
                 f"[full log: {log_path}]"
             )
 
-    def stage(self, name, done, run):
+    def stage(self, name, done, run, folder=None, inputs=None):
+        """Run stage `name` unless `done()`. With `folder` and `inputs`, the stage's outputs there
+        count as done only if FOLDER/pipeline_inputs.json records the same inputs; other recorded
+        inputs are refused (one line naming the folder and both values of each difference)."""
         start = time.time()
-        if done():
+        if done() and (inputs is None or self._same_inputs(name, folder, inputs)):
             print(f"[ezsd pipeline] {name}: already done, skipped", flush=True)
         else:
             print(f"[ezsd pipeline] {name}: running ...", flush=True)
             run()
+            if inputs is not None:
+                atomic_write_json(os.path.join(folder, INPUTS_FILE), inputs, indent=1)
             print(f"[ezsd pipeline] {name}: done in {time.time() - start:.0f} s", flush=True)
         self.stage_seconds[name] = round(time.time() - start, 1)
+
+    @staticmethod
+    def _same_inputs(name, folder, inputs):
+        path = os.path.join(folder, INPUTS_FILE)
+        if not os.path.exists(path):
+            raise UserInputError(
+                f"stage '{name}': {folder} holds outputs without a record of their inputs ({path}); "
+                "delete it or choose another --output-dir/--shared-dir"
+            )
+        with open(path) as f:
+            recorded = json.load(f)
+        inputs = json.loads(json.dumps(inputs))  # as stored (tuples become lists)
+        diff = [f"{k}: {recorded.get(k)!r} there, {inputs.get(k)!r} asked" for k in sorted(set(recorded) | set(inputs))
+                if recorded.get(k) != inputs.get(k)]  # fmt: skip
+        if diff:
+            raise UserInputError(
+                f"stage '{name}': {folder} was made from other inputs ({'; '.join(diff)}); "
+                "delete it or choose another --output-dir/--shared-dir"
+            )
+        return True
+
+    def data_inputs(self):
+        """What the data folder holds, read from its files: seed, novel classes, image counts."""
+        folder = os.path.join(self.data_root, "shapes_ovd")
+        counts = {}
+        for split in ("train", "val"):
+            with open(os.path.join(folder, f"{split}.json")) as f:
+                data = json.load(f)
+            counts[split] = len(data["images"])
+        info = data["info"]
+        return dict(seed=info["seed"], novel=sorted(info["novel_classes"]),
+                    num_train=counts["train"], num_val=counts["val"])  # fmt: skip
+
+    def asked_data_inputs(self):
+        return dict(seed=self.args.seed, novel=sorted(self.novel), num_train=self.args.num_train,
+                    num_val=self.args.num_val)  # fmt: skip
 
     def data(self):
         folder = os.path.join(self.data_root, "shapes_ovd")
@@ -137,12 +183,13 @@ class Pipeline:
         def done():
             if not os.path.exists(os.path.join(folder, "split.json")):
                 return False
-            with open(os.path.join(folder, "val.json")) as f:
-                info = json.load(f)["info"]
-            if info["seed"] != self.args.seed or sorted(info["novel_classes"]) != sorted(self.novel):
+            there, asked = self.data_inputs(), self.asked_data_inputs()
+            if there != asked:
+                diff = "; ".join(f"{k}: {there[k]!r} there, {asked[k]!r} asked" for k in sorted(asked)
+                                 if there[k] != asked[k])  # fmt: skip
                 raise UserInputError(
-                    f"{folder}: holds ShapesOVD of seed {info['seed']} with novel classes "
-                    f"{info['novel_classes']}; choose another --data-dir for this seed/split"
+                    f"{folder}: holds other ShapesOVD data than asked ({diff}); choose another "
+                    "--data-dir (or --shared-dir) for these settings"
                 )
             return True
 
@@ -157,11 +204,13 @@ class Pipeline:
             return
         folder = os.path.join(self.shared, "renorm")
         renormalized = os.path.join(folder, "clip_renormalized.pt")
+        inputs = dict(self.asked_data_inputs(), clip=_sha256(SMALL_CLIP),
+                      epochs=self.args.renorm_epochs)  # fmt: skip
         self.stage("renorm", lambda: os.path.exists(renormalized), lambda: self.run_tool(
             "renorm", "tools/finetune_clip.py", "--clip", SMALL_CLIP, "--train-dataset",
             "shapes_ovd_train", "--val-dataset", "shapes_ovd_val", "--output-dir", folder,
             "--epochs", self.args.renorm_epochs, "--device", self.args.device, "--no-progress",
-        ))  # fmt: skip
+        ), folder, inputs)  # fmt: skip
         self.clip_file, self.clip_tag = renormalized, "renorm"
 
     def text(self):
@@ -174,7 +223,15 @@ class Pipeline:
                               "--dataset", dataset, "--out", self.text_files[split],
                               "--device", self.args.device)  # fmt: skip
 
-        self.stage("text", lambda: all(map(os.path.exists, self.text_files.values())), run)
+        def done():
+            """Made by this CLIP for this split: otherwise made again (cheap)."""
+            if not all(map(os.path.exists, self.text_files.values())):
+                return False
+            info = text_embedding_info(self.text_files["train"])
+            return (info["clip_hash"] == _sha256(self.clip_file)
+                    and sorted(info["names"]) == sorted(self._base_classes()))  # fmt: skip
+
+        self.stage("text", done, run)
 
     @property
     def proposal_mode(self):
@@ -189,9 +246,10 @@ class Pipeline:
         opts = ["OUTPUT_DIR", folder, "MODEL.DEVICE", self.args.device, "SEED", self.args.seed]
         if self.args.rpn_max_iter:
             opts += scaled_schedule(RPN_CONFIG, self.args.rpn_max_iter)
+        inputs = dict(self.asked_data_inputs(), opts=[str(o) for o in opts])
         self.stage("rpn", lambda: os.path.exists(self.rpn_weights), lambda: self.run_tool(
             "rpn", "tools/train_net.py", "--config-file", RPN_CONFIG, "--resume", *opts,
-        ))  # fmt: skip
+        ), folder, inputs)  # fmt: skip
 
     def features(self):
         mode = self.proposal_mode
@@ -202,13 +260,15 @@ class Pipeline:
         if mode == "rpn":
             extra = ["--rpn-config", RPN_CONFIG, "--rpn-weights", self.rpn_weights,
                      "--rpn-candidates", RPN_CANDIDATES]  # fmt: skip
+        inputs = dict(self.asked_data_inputs(), clip=_sha256(self.clip_file), mode=mode,
+                      rpn=_sha256(self.rpn_weights) if mode == "rpn" else None)  # fmt: skip
         self.stage(
             "features", lambda: os.path.exists(os.path.join(self.feature_dir, "manifest.json")),
             lambda: self.run_tool(
                 "features", "tools/precompute_clip_features.py", "--dataset", "shapes_ovd_train",
                 "--output", self.feature_dir, "--clip", self.clip_file, "--anchor-preset", "shapes",
                 "--proposal-mode", mode, "--device", self.args.device, "--no-progress", *extra,
-            ),
+            ), self.feature_dir, inputs,
         )  # fmt: skip
 
     def train(self):
@@ -229,10 +289,18 @@ class Pipeline:
             opts += scaled_schedule(CONFIG, self.args.max_iter)
         if self.args.eval_period:
             opts += ["TEST.EVAL_PERIOD", self.args.eval_period]
+        self.train_opts = [str(o) for o in [*opts, *self.args.opts]]
+        inputs = dict(self.asked_data_inputs(), variant=self.args.variant, opts=self.train_opts,
+                      text=[_sha256(f) for f in self.text_files.values()],
+                      features=self._features_digest() if distill else None)  # fmt: skip
         self.stage("train", lambda: os.path.exists(self.metrics_file), lambda: self.run_tool(
-            "train", "tools/train_net.py", "--config-file", CONFIG, "--resume", *opts,
-            *self.args.opts,
-        ))  # fmt: skip
+            "train", "tools/train_net.py", "--config-file", CONFIG, "--resume", *self.train_opts,
+        ), train_dir, inputs)  # fmt: skip
+
+    def _features_digest(self):
+        """The feature store's manifest digest: a store made again is another input."""
+        path = os.path.join(self.feature_dir, "manifest.json")
+        return _sha256(path)
 
     def _base_classes(self):
         with open(os.path.join(self.data_root, "shapes_ovd", "split.json")) as f:
@@ -254,13 +322,37 @@ class Pipeline:
             bbox = json.load(f)["bbox"]
         results = {key: round(bbox[key], 2) for key in
                    ("AP50_base", "AP50_novel", "AP50_all", "AP_base", "AP_novel", "AP_all")}  # fmt: skip
+        solver = load_ezsd_config(os.path.join(self.out, "train", "config.yaml")).SOLVER
+        data = self.data_inputs()
         results.update(
-            variant=self.args.variant, seed=self.args.seed, novel_classes=self.novel,
+            variant=self.args.variant, seed=data["seed"], novel_classes=data["novel"],
+            num_train=data["num_train"], num_val=data["num_val"], split="shapes_ovd_val",
+            max_iter=solver.MAX_ITER, ims_per_batch=solver.IMS_PER_BATCH,
+            proposal_mode=self.proposal_mode, renorm_epochs=self.args.renorm_epochs
+            if self.variant["renorm"] else None, clip=_sha256(self.clip_file),
+            train_opts=self.train_opts, device=self.args.device, git_commit=_git_commit(),
             stage_seconds=self.stage_seconds, wall_seconds=round(time.time() - started, 1),
             curve=self._curve(),
         )  # fmt: skip
         atomic_write_json(os.path.join(self.out, "results.json"), results, indent=1)
         return results
+
+
+def _sha256(path):
+    """file_sha256 of `path`, None while it does not exist (an output of a stage not run yet)."""
+    return file_sha256(path) if path and os.path.exists(path) else None
+
+
+def _git_commit():
+    """HEAD of this checkout, "+dirty" when tracked files differ from it; None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 @exit_on_user_error

@@ -1,0 +1,88 @@
+"""tools/run_pipeline.py reuses a stage's outputs only when they were made from the inputs asked
+for now, and results.json records every input that decides its figures (no tool is run here)."""
+import json
+import os
+import sys
+
+import pytest
+
+from train_workspace import REPO
+
+sys.path.insert(0, os.path.join(REPO, "tools"))
+import run_pipeline  # noqa: E402
+
+from ezsd.utils.errors import UserInputError  # noqa: E402
+
+
+def _data(root, seed=0, num_train=4, num_val=2, novel=("kite", "cup")):
+    """The files of a generated ShapesOVD folder that the data stage reads."""
+    folder = root / "datasets" / "shapes_ovd"
+    folder.mkdir(parents=True)
+    info = {"seed": seed, "novel_classes": list(novel)}
+    for split, num in (("train", num_train), ("val", num_val)):
+        images = [{"id": i + 1, "file_name": f"{i:06d}.jpg"} for i in range(num)]
+        (folder / f"{split}.json").write_text(json.dumps({"info": info, "images": images}))
+    (folder / "split.json").write_text(json.dumps({"base": ["ball"], "novel": list(novel)}))
+
+
+def _pipeline(root, *argv):
+    args = run_pipeline.parse_args(["--output-dir", str(root), "--novel", "kite,cup", *map(str, argv)])
+    pipeline = run_pipeline.Pipeline(args)
+    pipeline.ran = []
+    pipeline.run_tool = lambda stage, *a: pipeline.ran.append(stage)
+    return pipeline
+
+
+def test_data_of_other_counts_or_seed_is_refused(tmp_path):
+    _data(tmp_path)
+    same = _pipeline(tmp_path, "--num-train", 4, "--num-val", 2)
+    same.data()
+    assert same.ran == []  # reused
+    for argv, difference in ((("--num-train", 5, "--num-val", 2), "num_train: 4 there, 5 asked"),
+                             (("--num-train", 4, "--num-val", 3), "num_val: 2 there, 3 asked"),
+                             (("--num-train", 4, "--num-val", 2, "--seed", 1), "seed: 0 there, 1 asked")):  # fmt: skip
+        with pytest.raises(UserInputError) as e:
+            _pipeline(tmp_path, *argv).data()
+        assert difference in str(e.value) and "shapes_ovd: holds other ShapesOVD data" in str(e.value)
+
+
+def test_a_stage_made_from_other_inputs_is_refused_not_reused(tmp_path):
+    pipeline = _pipeline(tmp_path)
+    folder = str(tmp_path / "features_raw_fast")
+    os.makedirs(folder)
+    runs = []
+    inputs = {"mode": "fast", "num_train": 4}
+    with pytest.raises(UserInputError, match="holds outputs without a record of their inputs"):
+        pipeline.stage("features", lambda: True, lambda: runs.append(1), folder, inputs)
+    pipeline.stage("features", lambda: False, lambda: runs.append(1), folder, inputs)
+    assert runs == [1] and json.loads(open(os.path.join(folder, "pipeline_inputs.json")).read()) == inputs
+    pipeline.stage("features", lambda: True, lambda: runs.append(1), folder, inputs)
+    assert runs == [1]  # done and made from the same inputs: skipped
+    with pytest.raises(UserInputError) as e:
+        pipeline.stage("features", lambda: True, lambda: runs.append(1), folder, dict(inputs, num_train=8))
+    assert "stage 'features'" in str(e.value) and "num_train: 4 there, 8 asked" in str(e.value)
+
+
+def test_results_record_every_input_that_decides_the_figures(tmp_path):
+    _data(tmp_path)
+    pipeline = _pipeline(tmp_path, "--num-train", 4, "--num-val", 2, "--max-iter", 7,
+                         "--variant", "vild_like")  # fmt: skip
+    pipeline.data()
+    pipeline.text_files = {s: str(tmp_path / f"{s}.npy") for s in ("train", "test")}
+    pipeline.feature_dir = str(tmp_path / "features_raw_random")
+    pipeline.train()
+    assert pipeline.ran == ["train"]
+    train = tmp_path / "train"
+    cfg = run_pipeline.load_ezsd_config(run_pipeline.CONFIG, pipeline.train_opts)
+    (train / "config.yaml").write_text(cfg.dump())
+    metrics = {k: 1.0 for k in ("AP50_base", "AP50_novel", "AP50_all", "AP_base", "AP_novel", "AP_all")}
+    os.makedirs(train / "inference" / "shapes_ovd_val")
+    (train / "inference" / "shapes_ovd_val" / "ovd_metrics.json").write_text(json.dumps({"bbox": metrics}))
+    (train / "metrics.json").write_text(json.dumps({"iteration": 6, "total_loss": 1.0}) + "\n")
+    results = pipeline.results(started=0)
+    assert (results["seed"], results["num_train"], results["num_val"]) == (0, 4, 2)
+    assert results["novel_classes"] == ["cup", "kite"] and results["split"] == "shapes_ovd_val"
+    assert results["max_iter"] == 7 and results["variant"] == "vild_like"
+    assert results["proposal_mode"] == "random" and results["renorm_epochs"] is None
+    assert results["git_commit"] and len(results["git_commit"].split("+")[0]) == 40
+    assert json.loads((tmp_path / "results.json").read_text()) == results
