@@ -2,7 +2,7 @@
 """Generate the ShapesOVD dataset (COCO-format train/val jsons plus images); see datasets/README.md.
 
   python datasets/prepare_shapes_ovd.py                      # -> $DETECTRON2_DATASETS/shapes_ovd
-  python datasets/prepare_shapes_ovd.py --seed 1 --novel grape,coin,orange,leaf   # a hold-out world
+  python datasets/prepare_shapes_ovd.py --seed 1 --novel cherry,pear,cup,hat,banana,cloud  # another world
   python datasets/prepare_shapes_ovd.py --list-categories
 """
 import argparse
@@ -10,6 +10,7 @@ import os
 import time
 
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, generate_shapes_ovd
+from ezsd.data.shapes_ovd.statistics import format_statistics, split_statistics
 from ezsd.utils.errors import exit_on_user_error
 
 
@@ -40,6 +41,7 @@ def main(argv=None):
                         novel_classes=novel, image_size=args.image_size, progress=True)
     print(f"wrote {args.out}/train.json ({args.num_train} images, base boxes only) and "
           f"{args.out}/val.json ({args.num_val} images, all boxes) in {time.time() - start:.1f}s")
+    print("val:", format_statistics(split_statistics(os.path.join(args.out, "val.json"), novel), novel))
 
 
 if __name__ == "__main__":

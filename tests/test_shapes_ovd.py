@@ -9,8 +9,10 @@ import pytest
 from pycocotools.coco import COCO
 
 from ezsd.data.shapes_ovd import (
-    CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, generate_shapes_ovd, render_clip_pairs,
+    CATEGORY_FREQUENCY, CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, generate_shapes_ovd,
+    render_clip_pairs,
 )  # fmt: skip
+from ezsd.data.shapes_ovd.statistics import split_statistics
 
 TOOL = os.path.join(os.path.dirname(__file__), "..", "datasets", "prepare_shapes_ovd.py")
 BASE = [n for n in CATEGORY_NAMES if n not in DEFAULT_NOVEL_CLASSES]
@@ -37,9 +39,32 @@ def world(tmp_path_factory):
 
 
 def test_categories_and_default_split():
-    assert len(CATEGORY_NAMES) >= 12 and len(set(CATEGORY_NAMES)) == len(CATEGORY_NAMES)
+    """COCO 48/17: at least 24 categories, about 3 base : 1 novel."""
+    assert len(CATEGORY_NAMES) >= 24 and len(set(CATEGORY_NAMES)) == len(CATEGORY_NAMES)
     assert set(DEFAULT_NOVEL_CLASSES) < set(CATEGORY_NAMES)
-    assert 0.25 <= len(DEFAULT_NOVEL_CLASSES) / len(CATEGORY_NAMES) <= 0.4
+    assert 0.2 <= len(DEFAULT_NOVEL_CLASSES) / len(CATEGORY_NAMES) <= 0.3
+    assert len(CATEGORY_FREQUENCY) == len(CATEGORY_NAMES)
+    assert max(CATEGORY_FREQUENCY) / min(CATEGORY_FREQUENCY) >= 10, "frequencies are long-tailed"
+
+
+def test_proportions_are_cocos(tmp_path):
+    """The statistics of datasets/README.md's table, on a freshly generated split: novel share of
+    instances 10-18% in val and among the objects drawn in train, about 7 objects per image."""
+    out = generate_shapes_ovd(str(tmp_path / "w"), seed=5, num_train=120, num_val=120)
+    stats = split_statistics(os.path.join(out, "val.json"), DEFAULT_NOVEL_CLASSES)
+    val = _load(out, "val")
+    novel_ids = {CATEGORY_NAMES.index(n) + 1 for n in DEFAULT_NOVEL_CLASSES}
+    novel_boxes = sum(a["category_id"] in novel_ids for a in val["annotations"])
+    assert stats["instances"] == len(val["annotations"])
+    assert stats["novel_share"] == pytest.approx(novel_boxes / len(val["annotations"]))
+    assert 0.10 <= stats["novel_share"] <= 0.18, stats
+    assert 6.0 <= stats["objects_per_image"] <= 8.0, stats
+    assert sum(stats["small_medium_large"]) == pytest.approx(1.0)
+    counts = stats["instances_per_category"]
+    assert counts[CATEGORY_NAMES[int(np.argmax(CATEGORY_FREQUENCY))]] == max(counts.values())
+    train = _load(out, "train")
+    unlabeled = train["info"]["unlabeled_novel_objects"]
+    assert 0.10 <= unlabeled / (unlabeled + len(train["annotations"])) <= 0.18
 
 
 def test_deterministic_per_seed(world, tmp_path):
@@ -99,11 +124,11 @@ def _run_tool(*args):
 
 def test_cli_rejects_unknown_novel_name(tmp_path):
     result = _run_tool("--out", str(tmp_path / "x"), "--num-train", "1", "--num-val", "1",
-                       "--novel", "tomato,pear")
+                       "--novel", "tomato,kiwi")
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "Traceback" not in result.stderr, result.stderr
-    assert len(errors) == 1 and "pear" in errors[0] and ",".join(CATEGORY_NAMES) in errors[0], result.stderr
+    assert len(errors) == 1 and "kiwi" in errors[0] and ",".join(CATEGORY_NAMES) in errors[0], result.stderr
     assert not os.path.exists(tmp_path / "x" / "train.json")
 
 

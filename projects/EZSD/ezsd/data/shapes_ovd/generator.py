@@ -50,7 +50,7 @@ def _write_split(out_dir, split, seed, num, image_size, keep, progress):
     """Render `num` images into out_dir/split/ and return their COCO images and annotations."""
     folder = os.path.join(out_dir, split)
     os.makedirs(folder, exist_ok=True)
-    images, annotations = [], []
+    images, annotations, unlabeled = [], [], 0
     for index in tqdm(range(num), desc=f"ShapesOVD {split}", unit="img", disable=not progress):
         rng = np.random.default_rng([seed, _SPLIT_SEED[split], index])
         image, objects = render_scene(rng, image_size)
@@ -61,7 +61,9 @@ def _write_split(out_dir, split, seed, num, image_size, keep, progress):
         for cat, mask in objects:
             if keep[cat]:
                 annotations.append(_annotation(len(annotations) + 1, index + 1, cat, mask))
-    return images, annotations
+            else:
+                unlabeled += 1
+    return images, annotations, unlabeled
 
 
 def generate_shapes_ovd(out_dir, seed=0, num_train=1000, num_val=200,
@@ -88,8 +90,11 @@ def generate_shapes_ovd(out_dir, seed=0, num_train=1000, num_val=200,
             "novel_classes": list(novel), "camera": dataclasses.asdict(DETECTION_CAMERA)}
     for split, num, keep in (("train", num_train, [not x for x in is_novel]),
                              ("val", num_val, [True] * len(CATEGORY_NAMES))):
-        images, annotations = _write_split(out_dir, split, seed, num, image_size, keep, progress)
-        coco = {"info": dict(info, split=split), "images": images, "annotations": annotations,
+        images, annotations, unlabeled = _write_split(out_dir, split, seed, num, image_size, keep,
+                                                      progress)
+        # The novel objects drawn in training images without a box (the negatives COCO also has).
+        split_info = dict(info, split=split, unlabeled_novel_objects=unlabeled)
+        coco = {"info": split_info, "images": images, "annotations": annotations,
                 "categories": [c for c in categories if keep[c["id"] - 1]]}
         atomic_write_json(os.path.join(out_dir, f"{split}.json"), coco)
     # Read by the dataset registration (ezsd/data/datasets/builtin.py): a folder generated with
