@@ -11,14 +11,15 @@ import pytest
 from ezsd.clip import save_clip_checkpoint
 
 from tiny_clip import tiny_clip
-from train_workspace import load_tool, tiny_rpn_checkpoint
+import ezsd.benchmark
+from train_workspace import tiny_rpn_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "benchmark.py")
 
 
 def _load_tool():
-    return load_tool("benchmark")
+    return ezsd.benchmark
 
 
 @pytest.fixture(scope="module")

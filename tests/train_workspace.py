@@ -30,7 +30,7 @@ def load_tool(name):
     return module
 
 
-RPN_CONFIG = load_tool("run_pipeline").RPN_CONFIG
+RPN_CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "rpn_R_18_FPN.yaml")
 
 
 def run_tool(name, *args, env, timeout=None):
