@@ -11,8 +11,9 @@ from PIL import Image
 
 from train_workspace import REPO, tool_command
 
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import run_ablation  # noqa: E402
+import ezsd.ablation as run_ablation  # noqa: E402
+
+sys.path.insert(0, os.path.join(REPO, "tools"))  # tools/run_pipeline.py's tests below
 
 
 def _results(novel_by_variant):

@@ -52,17 +52,17 @@ from ezsd.offline.anchors import ANCHOR_PRESETS
 from ezsd.offline.pipeline import PrecomputeConfig, measure_ceiling, run_precompute
 from ezsd.offline.proposals import ProposalSettings
 from ezsd.offline.recall import proposal_recall
+from ezsd.utils.checkout import checkout_path
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write, atomic_write_json
 
 __all__ = ["FIGURES", "RATIOS", "argument_parser", "parse_args", "run_benchmarks", "main", "table"]
 
 # The benchmark runs in a source checkout: its defaults are the repository's bundled files.
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-SMALL_CLIP = os.path.join(REPO, "weights", "shapes_clip_vit.pt")
-SHAPES_CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN.yaml")
-REAL_CONFIG = os.path.join(REPO, "configs", "Base-EZSD-RCNN-FPN.yaml")
-RPN_CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "rpn_R_18_FPN.yaml")
+SMALL_CLIP = checkout_path("weights", "shapes_clip_vit.pt")
+SHAPES_CONFIG = checkout_path("configs", "ShapesOVD", "ezsd_R_18_FPN.yaml")
+REAL_CONFIG = checkout_path("configs", "Base-EZSD-RCNN-FPN.yaml")
+RPN_CONFIG = checkout_path("configs", "ShapesOVD", "rpn_R_18_FPN.yaml")
 
 TRAIN, VAL = "ezsd_benchmark_train", "ezsd_benchmark_val"
 
