@@ -1,24 +1,22 @@
-"""Faults injected into the real tools (issue #7): SIGKILL at a random point then a re-run, and
+"""Faults injected into the real tools (issue #7): SIGKILL at a known point then a re-run, and
 an output folder that cannot be written.
 
-- tools/finetune_clip.py killed after a seeded random delay past its first finished epoch, re-run:
-  the same checkpoint as an uninterrupted run, no epoch trained twice, no temp file left.
-- tools/train_net.py killed once a checkpoint is written, re-run with --resume: it continues
-  from that checkpoint's iteration and ends with model_final.pth.
+- tools/finetune_clip.py killed as epoch 2 starts (after epoch 1 was saved), re-run: the same
+  checkpoint as an uninterrupted run, no epoch trained twice, no temp file left.
+- tools/train_net.py killed right after its first checkpoint is written, re-run with --resume: it
+  continues from that checkpoint's iteration and ends with model_final.pth.
+(Kill points are reached, not timed: tests/killpoint.py.)
 - A read-only output folder: precompute, finetune, dump_text_embeddings and train_net end with
   one line `error: ...` naming the folder, exit non-zero, and leave the files there unchanged.
 (tools/precompute_clip_features.py killed at a random image: test_precompute.py.)
 """
 import json
 import os
-import random
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -27,6 +25,7 @@ from detectron2.engine import default_argument_parser
 from ezsd.engine import launch_main
 from ezsd.offline.renormalization import CHECKPOINT_NAME, REPORT_NAME, STATE_NAME
 
+from killpoint import killpoint_command, run_until_killpoint
 from train_workspace import REPO, load_tool, register_shapes_splits, tool_command, train_args
 
 TRAIN, VAL = "test_faults_shapes_train", "test_faults_shapes_val"  # in-process names
@@ -52,16 +51,10 @@ def _temp_files(folder):
     return sorted(str(p) for p in folder.rglob(".tmp-*"))
 
 
-def _kill(proc):
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
-
-
 # ---------------------------------------------------------------- SIGKILL, then a re-run
 
 
-def test_finetune_killed_at_random_then_rerun_equals_uninterrupted(world):
+def test_finetune_killed_mid_epoch_then_rerun_equals_uninterrupted(world):
     root, env = world
     reference = root / "faults_renorm_reference"
     _load_tool("finetune_clip").main(list(map(str, [
@@ -72,17 +65,12 @@ def test_finetune_killed_at_random_then_rerun_equals_uninterrupted(world):
                        "shapes_ovd_train", "--val-dataset", "shapes_ovd_val", "--output-dir", out,
                        *RENORM)  # fmt: skip
     epoch_line = re.compile(r"re-normalization epoch (\d+)/12: mean loss")
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-    logged = []
-    for line in proc.stdout:  # epochs are logged once saved (renorm_state.pt)
-        if epoch_line.search(line):
-            logged.append(int(epoch_line.search(line).group(1)))
-            time.sleep(random.Random(7).uniform(0.0, 0.3))  # then somewhere in epochs 1-3
-            break
-    _kill(proc)
+    # killed as epoch 2 starts (its image order drawn), once epoch 1's state is saved
+    run_until_killpoint(killpoint_command(cmd[1].rsplit("/", 1)[1],
+                                          "ezsd.offline.renormalization:epoch_order", "n == 2",
+                                          *cmd[2:]), env)  # fmt: skip
     saved = torch.load(out / STATE_NAME, weights_only=True)["epoch"]
-    assert 1 <= saved < 12 and not (out / CHECKPOINT_NAME).exists()
+    assert saved == 1 and not (out / CHECKPOINT_NAME).exists()
     (out / f".tmp-deadbeef-{STATE_NAME}").write_bytes(b"half a state")  # killed while saving
 
     again = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
@@ -108,15 +96,12 @@ def test_train_net_killed_after_a_checkpoint_resumes_from_it(world):
     out = root / "faults_train_killed"
     args = train_args(root, out, *FAST, "SOLVER.MAX_ITER", 6, "SOLVER.STEPS", "(4,)",
                       "SOLVER.CHECKPOINT_PERIOD", 2)  # fmt: skip
-    proc = subprocess.Popen(tool_command("train_net.py", *args), env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    while not (out / "last_checkpoint").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    _kill(proc)
+    # killed right after its first checkpoint is saved (the child waits there)
+    run_until_killpoint(killpoint_command("train_net.py", "fvcore.common.checkpoint:Checkpointer.save",
+                                          "n == 1", *args), env)  # fmt: skip
     name = (out / "last_checkpoint").read_text().strip()
     iteration = int(re.fullmatch(r"model_(\d{7})\.pth", name).group(1))
-    assert iteration < 5 and not (out / "model_final.pth").exists()
+    assert iteration == 1 and not (out / "model_final.pth").exists()
     assert torch.load(out / name, weights_only=False)["iteration"] == iteration  # complete file
     metrics = out / "metrics.json"
     lines_before = len(metrics.read_text().splitlines()) if metrics.exists() else 0

@@ -8,10 +8,8 @@ import math
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -33,6 +31,7 @@ from ezsd.offline.region_features import FeatureSettings, base_gt_filter, select
 from ezsd.offline.sharding import shard_records
 from ezsd.utils.errors import UserInputError
 
+from killpoint import killpoint_command, run_until_killpoint
 from tiny_clip import tiny_clip
 from train_workspace import RPN_CONFIG, SHAPES_BASE, register_shapes_splits, tiny_rpn_checkpoint
 from train_workspace import load_tool
@@ -337,25 +336,20 @@ def test_resume_skips_finished_images_and_stale_temps(world):
 
 
 def test_killed_run_then_resumed_gives_the_same_files(world):
-    """SIGKILL a real subprocess at a (seeded) random image, resume it, compare with an
+    """SIGKILL a real subprocess right after a (seeded) random image, resume it, compare with an
     uninterrupted run; no image is computed twice."""
     single = _single_run(world)
     out = world["root"] / "killed"
     env, cmd = _tool_command(world, out)
     kill_after = random.Random(0).randint(1, NUM_TRAIN - 2)  # finished images
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        if len(glob.glob(str(out / "regions" / "*.npz"))) >= kill_after:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL and not (out / "manifest.json").exists()
+    # killed right after its kill_after-th image's regions are written (the child waits there)
+    run_until_killpoint(killpoint_command(os.path.basename(TOOL), "ezsd.offline.pipeline:write_image_regions",
+                                          f"n == {kill_after}", *cmd[2:]), env)  # fmt: skip
+    assert not (out / "manifest.json").exists()
     finished = {p: os.stat(p).st_mtime_ns for sub in ("regions", "proposals")
                 for p in glob.glob(str(out / sub / "*.npz"))}  # fmt: skip
     num_done = len(glob.glob(str(out / "regions" / "*.npz")))
-    assert kill_after <= num_done < NUM_TRAIN
+    assert num_done == kill_after
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     _assert_same_store(single, out)
