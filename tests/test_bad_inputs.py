@@ -364,7 +364,7 @@ def precompute_into_store_of_other_clip(world, d):
 
 def precompute_into_store_of_other_classes(world, d):
     shutil.copytree(world / "features_other_split", d / "features")
-    return Run(*_precompute(world, d), "class_names differ")
+    return Run(*_precompute(world, d), "(class_names, data differ)")  # another split: other boxes too
 
 
 # ---------------------------------------------------------------- tools/train_net.py
@@ -405,7 +405,7 @@ def train_missing_text_embeddings(world, d):
 
 def train_features_of_other_clip(world, d):
     return Run(*_train(world, d, "MODEL.EZSD.DISTILL.FEATURES", world / "features_clip16"),
-               "features_clip16/manifest.json: made with CLIP checkpoint")  # fmt: skip
+               "features_clip16/manifest.json with CLIP")  # fmt: skip
 
 
 def train_features_of_other_classes(world, d):
