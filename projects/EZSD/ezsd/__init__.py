@@ -9,6 +9,10 @@ the offline stages) therefore never loads it.
 from .utils.quiet_imports import dependency_notices_hidden
 
 with dependency_notices_hidden():
+    # detectron2.modeling is imported here only because its first import prints torch's notice
+    # (whoever imports it next, the trainer or an offline stage, then prints nothing).
+    import detectron2.modeling  # noqa: F401
+
     from . import data  # noqa: F401  (registers the builtin datasets)
     from .config import add_ezsd_config, load_ezsd_config
 

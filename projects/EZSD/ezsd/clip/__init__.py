@@ -4,12 +4,16 @@ Used by the offline tools and the demo only. The detector never imports this pac
 the files these tools write (text embeddings through `ezsd.data.text_embedding_file`, NumPy only).
 """
 from ezsd.data.text_embedding_file import load_text_embeddings, names_path, save_text_embeddings
+from ezsd.utils.quiet_imports import dependency_notices_hidden
 
-from .crop_accuracy import crop_classification_accuracy
-from .loading import clip_checkpoint_hash, load_clip, save_clip_checkpoint
-from .region_detections import clip_region_instances, region_boxes, region_recall
-from .regions import crop_boxes, crop_regions, encode_regions
-from .text import (
+with dependency_notices_hidden():  # the `clip` package imports pkg_resources, which warns
+    import clip  # noqa: F401
+
+from .crop_accuracy import crop_classification_accuracy  # noqa: E402
+from .loading import clip_checkpoint_hash, load_clip, save_clip_checkpoint  # noqa: E402
+from .region_detections import clip_region_instances, region_boxes, region_recall  # noqa: E402
+from .regions import crop_boxes, crop_regions, encode_regions  # noqa: E402
+from .text import (  # noqa: E402
     DEFAULT_PROMPTS, ENSEMBLE_PROMPTS, add_prompt_arguments, clean_class_name, prompts_from_args,
     text_embeddings,
 )  # fmt: skip
