@@ -58,10 +58,12 @@ class Classifier(torch.nn.Module):
         super().__init__()
         cfg = cfg.clone()
         cfg.MODEL.RESNETS.NORM = "BN"  # frozen BN cannot learn from scratch
-        cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
+        # The detector's deepest stage: the classifier pools it, and no stage above it is built.
+        self.stage = max(cfg.MODEL.RESNETS.OUT_FEATURES)
+        cfg.MODEL.RESNETS.OUT_FEATURES = [self.stage]
         cfg.MODEL.BACKBONE.FREEZE_AT = 0
         self.resnet = build_resnet_backbone(cfg, ShapeSpec(channels=3))
-        self.fc = torch.nn.Linear(self.resnet.output_shape()["res5"].channels, len(CATEGORY_NAMES))
+        self.fc = torch.nn.Linear(self.resnet.output_shape()[self.stage].channels, len(CATEGORY_NAMES))
         # The detector's input convention (channel order, mean/std), so features transfer as-is.
         self.bgr = cfg.INPUT.FORMAT == "BGR"
         self.register_buffer("mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1), False)
@@ -72,7 +74,7 @@ class Classifier(torch.nn.Module):
         if self.bgr:
             x = x.flip(1)
         x = (x - self.mean) / self.std
-        return self.fc(self.resnet(x)["res5"].mean((2, 3)))
+        return self.fc(self.resnet(x)[self.stage].mean((2, 3)))
 
 
 @torch.no_grad()
