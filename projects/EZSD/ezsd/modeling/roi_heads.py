@@ -14,7 +14,7 @@ from detectron2.utils.events import get_event_storage
 
 from ezsd.utils.errors import UserInputError
 
-from .distillation import distillation_loss
+from .distillation import distillation_loss, regions_per_process
 from .predictor import EZSDPredictor
 
 __all__ = ["EZSDROIHeads"]
@@ -145,6 +145,8 @@ class EZSDROIHeads(StandardROIHeads):
                     "'distill_regions': train with ezsd.data.mapper.EZSDDatasetMapper"
                 )
             num_distill = [len(r) for r in distill_regions]
+            # Every process reaches this collective, whatever its own count.
+            batch_regions = regions_per_process(sum(num_distill), x.device)
             inverse = None
             if sum(num_distill):
                 # Proposals are sampled with replacement: each distinct box is pooled and
@@ -170,6 +172,7 @@ class EZSDROIHeads(StandardROIHeads):
                 cat([r.weights for r in distill_regions]),
                 num_distill,
                 factor=self.distill_weight,
+                num_regions=batch_regions,
             )
             get_event_storage().put_scalar("ezsd/distill_regions_per_image",
                                            sum(num_distill) / max(len(num_distill), 1))  # fmt: skip
