@@ -256,11 +256,14 @@ class Pipeline:
         self.feature_dir = os.path.join(self.shared, f"features_{self.clip_tag}_{mode}")
         if mode is None:
             return
-        extra = []
+        # The detector distills regions sampled from the first NUM_PROPOSALS stored per image:
+        # storing more would be CLIP work that no training step reads.
+        regions = load_ezsd_config(CONFIG).MODEL.EZSD.DISTILL.NUM_PROPOSALS
+        extra = ["--regions-per-image", regions]
         if mode == "rpn":
-            extra = ["--rpn-config", RPN_CONFIG, "--rpn-weights", self.rpn_weights,
-                     "--rpn-candidates", RPN_CANDIDATES]  # fmt: skip
-        inputs = dict(self.asked_data_inputs(), clip=_sha256(self.clip_file), mode=mode,
+            extra += ["--rpn-config", RPN_CONFIG, "--rpn-weights", self.rpn_weights,
+                      "--rpn-candidates", RPN_CANDIDATES]  # fmt: skip
+        inputs = dict(self.asked_data_inputs(), clip=_sha256(self.clip_file), mode=mode, regions=regions,
                       rpn=_sha256(self.rpn_weights) if mode == "rpn" else None)  # fmt: skip
         self.stage(
             "features", lambda: os.path.exists(os.path.join(self.feature_dir, "manifest.json")),

@@ -47,4 +47,4 @@ def camera_shift(colour, optics):
                        blur=0.6 * optics, noise=6.0 * optics)
 
 
-DETECTION_CAMERA = camera_shift(colour=4.5, optics=1.0)
+DETECTION_CAMERA = camera_shift(colour=3.5, optics=1.0)
