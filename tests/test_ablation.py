@@ -3,7 +3,6 @@ that share their stages, then the table and the efficiency plot on hand-made res
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,9 +10,8 @@ from PIL import Image
 
 from train_workspace import REPO, tool_command
 
-import ezsd.ablation as run_ablation  # noqa: E402
-
-sys.path.insert(0, os.path.join(REPO, "tools"))  # tools/run_pipeline.py's tests below
+import ezsd.ablation as run_ablation
+import ezsd.shapes_pipeline as run_pipeline
 
 
 def _results(novel_by_variant):
@@ -51,8 +49,6 @@ def test_bad_arguments_are_named(argv, message):
 def test_scaled_schedule_is_one_detectron2_accepts(max_iter):
     """--max-iter keeps the LR steps and warm-up at the config's fractions, down to toy runs."""
     from detectron2.solver import build_lr_scheduler
-
-    import run_pipeline
 
     opts = run_pipeline.scaled_schedule(run_pipeline.CONFIG, max_iter)
     cfg = run_pipeline.load_ezsd_config(run_pipeline.CONFIG)
@@ -123,8 +119,6 @@ def test_clip_proposals_from_the_rpn_stage(tmp_path):
 def test_device_reaches_every_stage(tmp_path, monkeypatch):
     """--device cuda: each tool the pipeline runs gets it (--device, or MODEL.DEVICE for
     train_net.py); the commands are recorded instead of run."""
-    import run_pipeline
-
     args = run_pipeline.parse_args(["--output-dir", str(tmp_path), "--device", "cuda",
                                     "--clip-proposals", "rpn"])  # fmt: skip
     pipeline = run_pipeline.Pipeline(args)

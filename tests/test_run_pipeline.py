@@ -1,17 +1,12 @@
-"""tools/run_pipeline.py reuses a stage's outputs only when they were made from the inputs asked
+"""tools/run_pipeline.py (ezsd.shapes_pipeline) reuses a stage's outputs only when they were made from the inputs asked
 for now, and results.json records every input that decides its figures (no tool is run here)."""
 import json
 import os
-import sys
 
 import pytest
 
-from train_workspace import REPO
-
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import run_pipeline  # noqa: E402
-
-from ezsd.utils.errors import UserInputError  # noqa: E402
+import ezsd.shapes_pipeline as run_pipeline
+from ezsd.utils.errors import UserInputError
 
 
 def _data(root, seed=0, num_train=4, num_val=2, novel=("kite", "cup")):

@@ -1,6 +1,6 @@
-"""The paper's ablation on ShapesOVD, behind tools/run_ablation.py: its variants (what each
-switches on, the one table tools/run_pipeline.py and tools/run_ablation.py read), running them,
-and their table and efficiency curve. `main(argv)` is the command line; its help follows.
+"""The paper's ablation on ShapesOVD, behind tools/run_ablation.py: running the variants of
+ezsd.shapes_pipeline (which owns VARIANTS, what each switches on) through it, and their table
+and efficiency curve. `main(argv)` is the command line; its help follows.
 
 The paper's ablation on ShapesOVD: every variant of tools/run_pipeline.py on the same data,
 sharing the stages they have in common (data, re-normalized CLIP, text embeddings, features).
@@ -15,10 +15,11 @@ OUTPUT_DIR/<variant>/ and the shared stages in OUTPUT_DIR/shared/; a re-run resu
 import argparse
 import json
 import os
-import subprocess
 import sys
 
-from ezsd.utils.checkout import checkout_path
+from ezsd.shapes_pipeline import VARIANTS
+from ezsd.shapes_pipeline import parse_args as pipeline_arguments
+from ezsd.shapes_pipeline import run_pipeline
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write, atomic_write_json
 
@@ -26,17 +27,6 @@ __all__ = [
     "VARIANTS", "ADDS", "EXPECTED_ORDER", "parse_args", "run_ablation", "markdown_table",
     "plot_curves", "main",
 ]  # fmt: skip
-
-# What each variant switches on; the paper's ablation read from top to bottom. `proposals` is the
-# distilled regions: None (no distillation), "random" (regions not chosen by CLIP, as in ViLD) or
-# "clip" (CLIP proposals, made with --clip-proposals).
-VARIANTS = {
-    "no_distill": dict(renorm=False, proposals=None, semantic_regression=False),
-    "vild_like": dict(renorm=False, proposals="random", semantic_regression=False),
-    "renorm": dict(renorm=True, proposals="random", semantic_regression=False),
-    "renorm_clip_proposals": dict(renorm=True, proposals="clip", semantic_regression=False),
-    "full": dict(renorm=True, proposals="clip", semantic_regression=True),
-}
 
 # What each variant adds to the one above it, and the paper's COCO novel-AP50 gain for it
 # (quoted from the paper, EZSD arXiv 2303.12145, ablation table; "-" where it gives none).
@@ -72,17 +62,22 @@ def parse_args(argv=None):
 
 
 def run_variant(args, variant):
+    """One variant through ezsd.shapes_pipeline (its stages shared under OUTPUT_DIR/shared);
+    returns its results.json. A failing stage is reported as the pipeline reports it, then as
+    the variant's failure."""
     out = os.path.join(args.output_dir, variant)
-    command = [
-        sys.executable, checkout_path("tools", "run_pipeline.py"), "--output-dir", out,
-        "--shared-dir", os.path.join(args.output_dir, "shared"), "--variant", variant,
-        "--eval-period", str(args.eval_period), *args.pipeline_args,
+    argv = [
+        "--output-dir", out, "--shared-dir", os.path.join(args.output_dir, "shared"),
+        "--variant", variant, "--eval-period", str(args.eval_period), *args.pipeline_args,
     ]  # fmt: skip
-    print(f"[ezsd ablation] {variant}: {' '.join(command[1:])}", flush=True)
-    if subprocess.run(command).returncode != 0:
-        raise UserInputError(f"variant '{variant}' failed (its log is under {out}/logs)")
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
+    print(f"[ezsd ablation] {variant}: tools/run_pipeline.py {' '.join(argv)}", flush=True)
+    try:
+        results = run_pipeline(pipeline_arguments(argv))
+    except UserInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise UserInputError(f"variant '{variant}' failed (its log is under {out}/logs)") from None
+    print(json.dumps(results, indent=1), flush=True)
+    return results
 
 
 def markdown_table(results):
