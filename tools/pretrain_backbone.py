@@ -23,11 +23,11 @@ from detectron2.modeling.backbone import build_resnet_backbone
 
 from ezsd.config import load_ezsd_config
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, render_clip_pairs
+from ezsd.data.shapes_ovd.clip_domain import HELD_OUT_SEED_OFFSET
 from ezsd.utils.errors import exit_on_user_error
 from ezsd.utils.file_io import atomic_write, check_writable_dir
 from ezsd.utils.schedule import decay_param_groups, warmup_cosine
 
-EVAL_SEED_OFFSET = 1_000_003  # held-out evaluation images never share a seed with a training batch
 PREFIX = "backbone.bottom_up."  # where build_resnet_fpn_backbone puts the ResNet in the detector
 
 
@@ -80,7 +80,7 @@ class Classifier(torch.nn.Module):
 @torch.no_grad()
 def accuracy(model, args):
     model.eval()
-    images, labels, _ = render_clip_pairs(args.seed + EVAL_SEED_OFFSET, args.eval_images, args.image_size)
+    images, labels, _ = render_clip_pairs(args.seed + HELD_OUT_SEED_OFFSET, args.eval_images, args.image_size)
     preds = torch.cat([model(images[i:i + 256]).argmax(1) for i in range(0, len(images), 256)])
     model.train()
     return float((preds.numpy() == labels).mean())

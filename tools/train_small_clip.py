@@ -22,13 +22,11 @@ import torch.nn.functional as F
 from clip.model import CLIP
 
 from ezsd.clip import load_clip, save_clip_checkpoint
+from ezsd.clip.regions import CLIP_MEAN, CLIP_STD
 from ezsd.data.shapes_ovd import BACKGROUND_LABEL, CATEGORY_NAMES, render_clip_pairs
+from ezsd.data.shapes_ovd.clip_domain import HELD_OUT_SEED_OFFSET
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.schedule import decay_param_groups, warmup_cosine
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-EVAL_SEED_OFFSET = 1_000_003  # held-out evaluation images never share a seed with training batches
 
 
 def parse_args(argv=None):
@@ -118,7 +116,7 @@ def name_embeddings(model, args):
 def zero_shot_accuracy(model, args):
     """Top-1 over all category names with the prompt "a photo of a {}", on held-out images."""
     model.eval()
-    images, labels, _ = render_clip_pairs(args.seed + EVAL_SEED_OFFSET, args.eval_images,
+    images, labels, _ = render_clip_pairs(args.seed + HELD_OUT_SEED_OFFSET, args.eval_images,
                                           args.image_size)
     txt = name_embeddings(model, args)
     preds = torch.cat([
@@ -135,7 +133,7 @@ def background_confidence(model, args):
     held-out images with an object and of object-free ones: a CLIP that knows "none of these" is
     less sure on the latter, which is what CLIP proposals' objectness measures."""
     model.eval()
-    images, labels, _ = render_clip_pairs(args.seed + EVAL_SEED_OFFSET, 512, args.image_size, 0.5)
+    images, labels, _ = render_clip_pairs(args.seed + HELD_OUT_SEED_OFFSET, 512, args.image_size, 0.5)
     txt = name_embeddings(model, args)
     img = F.normalize(model.encode_image(to_tensor(images)).float(), dim=-1)
     top = (model.logit_scale.exp().float() * img @ txt.t()).softmax(1).max(1).values.numpy()

@@ -18,7 +18,10 @@ from PIL import Image
 from .backgrounds import draw_clutter, render_background
 from .categories import CATEGORY_NAMES, render_icon
 
-__all__ = ["BACKGROUND_CAPTIONS", "BACKGROUND_LABEL", "CAPTION_TEMPLATES", "render_clip_pairs"]
+__all__ = [
+    "BACKGROUND_CAPTIONS", "BACKGROUND_LABEL", "CAPTION_TEMPLATES", "HELD_OUT_SEED_OFFSET",
+    "render_clip_pairs",
+]  # fmt: skip
 
 CAPTION_TEMPLATES = (
     "a photo of a {}",
@@ -42,6 +45,9 @@ BACKGROUND_CAPTIONS = (
     "there is nothing in this picture",
 )
 BACKGROUND_LABEL = -1  # label of an object-free image in render_clip_pairs
+# Held-out evaluation images are render_clip_pairs(seed + HELD_OUT_SEED_OFFSET, ...): they never
+# share a seed with a training batch of the same run (the small CLIP, the pre-trained backbone).
+HELD_OUT_SEED_OFFSET = 1_000_003
 P_CLUTTER, P_NEIGHBOUR, P_CROP = 0.5, 0.35, 0.25
 
 
