@@ -90,8 +90,9 @@ def workspace(tmp_path_factory):
     return root, opts + ["MODEL.WEIGHTS", str(run / "model_final.pth")], env
 
 
-def _outputs(out_dir, vocabulary):
-    """detections.json, checked against the images and the PNGs, which must be valid images."""
+def _outputs(out_dir, vocabulary, picture_size=768):
+    """detections.json, checked against the images and the PNGs, which must be valid images drawn
+    enlarged to `picture_size` on their shorter side (the default of --picture-size)."""
     result = json.loads((out_dir / "detections.json").read_text())
     assert result["vocabulary"] == vocabulary
     by_name = {os.path.basename(r["file"]): r for r in result["images"]}
@@ -100,7 +101,9 @@ def _outputs(out_dir, vocabulary):
         record = by_name[name]
         assert (record["width"], record["height"]) == (w, h)
         with Image.open(out_dir / record["visualization"]) as png:
-            assert png.format == "PNG" and png.size == (w, h)
+            scale = max(1, picture_size / min(w, h))
+            assert png.format == "PNG" and min(png.size) == round(min(w, h) * scale)
+            assert all(abs(a - b * scale) <= 1 for a, b in zip(png.size, (w, h))), png.size
             png.verify()
         assert record["detections"], "threshold 0: every image has detections"
         for det in record["detections"]:
@@ -150,8 +153,9 @@ def test_custom_vocabulary_is_computed_once_then_cached(workspace, demo, monkeyp
         raise AssertionError("CLIP was loaded although the text embeddings are cached")
 
     monkeypatch.setattr(ezsd.predictor, "load_clip", no_clip)
-    demo.main(["--input", str(root / "images" / "*.*g"), *with_output(root / "out_custom2")])
-    _outputs(root / "out_custom2", CUSTOM)
+    demo.main(["--input", str(root / "images" / "*.*g"), "--picture-size", "0",
+               *with_output(root / "out_custom2")])
+    _outputs(root / "out_custom2", CUSTOM, picture_size=0)
     assert sorted(os.listdir(cache)) == cached and os.stat(cache / cached[1]).st_mtime_ns == stamp
 
 

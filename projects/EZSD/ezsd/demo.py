@@ -72,6 +72,9 @@ def argument_parser():
                         help="comma-separated class names, for --vocabulary custom")  # fmt: skip
     parser.add_argument("--confidence-threshold", type=float, default=0.5,
                         help="minimum score of a detection (default 0.5)")  # fmt: skip
+    parser.add_argument("--picture-size", type=int, default=768, metavar="PIXELS",
+                        help="draw smaller images enlarged to this shorter side, so that labels "
+                             "are readable (default 768; 0: the image's own size)")  # fmt: skip
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (MODEL.DEVICE cpu)")
     parser.add_argument("--cache-dir", default=default_cache_dir(),
                         help="cache of computed text embeddings (default %(default)s)")  # fmt: skip
@@ -151,14 +154,17 @@ def detections_of(instances, names):
     ]
 
 
-def draw_detections(image_bgr, instances, metadata):
-    """The picture of `instances` on the image (RGB array), labelled with metadata.thing_classes."""
-    visualizer = Visualizer(image_bgr[:, :, ::-1], metadata, instance_mode=ColorMode.IMAGE)
+def draw_detections(image_bgr, instances, metadata, picture_size=0):
+    """The picture of `instances` on the image (RGB array), labelled with metadata.thing_classes.
+    An image whose shorter side is below `picture_size` pixels is drawn enlarged to it, so that
+    boxes and labels stay readable on small images (0: the image's own size)."""
+    scale = max(1.0, picture_size / min(image_bgr.shape[:2]))
+    visualizer = Visualizer(image_bgr[:, :, ::-1], metadata, scale=scale, instance_mode=ColorMode.IMAGE)
     return visualizer.draw_instance_predictions(instances).get_image()
 
 
 def run_demo(config_file, inputs, output, vocabulary=None, custom_vocabulary=None,
-             confidence_threshold=0.5, cpu=False, cache_dir=None, opts=()):  # fmt: skip
+             confidence_threshold=0.5, cpu=False, cache_dir=None, opts=(), picture_size=768):  # fmt: skip
     """Detect the vocabulary's classes in the images named by `inputs` and write OUTPUT/<name>.png
     and OUTPUT/detections.json (the arguments are the command line's; see the module's help).
     Every input is checked before anything is written. Returns the detections.json dict."""
@@ -177,7 +183,7 @@ def run_demo(config_file, inputs, output, vocabulary=None, custom_vocabulary=Non
     for path, png in tqdm(list(zip(images, output_names(images))), desc="demo", disable=None):
         image = read_image(path, format="BGR")
         instances = predictor(image)["instances"].to("cpu")
-        drawn = draw_detections(image, instances, predictor.metadata)
+        drawn = draw_detections(image, instances, predictor.metadata, picture_size)
         with atomic_write(os.path.join(output, png)) as f:
             Image.fromarray(drawn).save(f, format="PNG")
         records.append(dict(file=path, visualization=png, height=image.shape[0],
@@ -196,4 +202,4 @@ def main(argv=None):
     setup_logger(name="ezsd")
     return run_demo(args.config_file, args.input, args.output, args.vocabulary,
                     args.custom_vocabulary, args.confidence_threshold, args.cpu, args.cache_dir,
-                    args.opts)  # fmt: skip
+                    args.opts, args.picture_size)  # fmt: skip
