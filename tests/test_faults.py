@@ -22,21 +22,20 @@ import pytest
 import torch
 from detectron2.engine import default_argument_parser
 
+import ezsd.clip.text_cli as text_cli
+import ezsd.offline.precompute_cli as precompute_cli
+import ezsd.offline.renormalization_cli as renormalization_cli
 from ezsd.engine import launch_main
 from ezsd.offline.renormalization import CHECKPOINT_NAME, REPORT_NAME, STATE_NAME
 
 from killpoint import killpoint_command, run_until_killpoint
-from train_workspace import REPO, load_tool, register_shapes_splits, tool_command, train_args
+from train_workspace import REPO, register_shapes_splits, tool_command, train_args
 
 TRAIN, VAL = "test_faults_shapes_train", "test_faults_shapes_val"  # in-process names
 RENORM = ["--epochs", 12, "--images-per-batch", 1, "--lr", "1e-2", "--seed", 3, "--no-progress"]
 # train_net at its cheapest: 96 px, few proposals, no evaluation.
 FAST = ["INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", 96, "DATASETS.TEST", "()",
         "MODEL.RPN.POST_NMS_TOPK_TRAIN", 64, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64]  # fmt: skip
-
-
-def _load_tool(name):
-    return load_tool(name)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +56,7 @@ def _temp_files(folder):
 def test_finetune_killed_mid_epoch_then_rerun_equals_uninterrupted(world):
     root, env = world
     reference = root / "faults_renorm_reference"
-    _load_tool("finetune_clip").main(list(map(str, [
+    renormalization_cli.main(list(map(str, [
         "--clip", root / "clip.pt", "--train-dataset", TRAIN, "--val-dataset", VAL,
         "--output-dir", reference, *RENORM])))  # fmt: skip
     out = root / "faults_renorm_killed"
@@ -153,7 +152,7 @@ def _one_line_error(capsys, call, path):
 
 def test_precompute_into_read_only_folder(world, read_only, capsys):
     root, _ = world
-    tool = _load_tool("precompute_clip_features")
+    tool = precompute_cli
     argv = ["--dataset", TRAIN, "--clip", str(root / "clip.pt"), "--output", str(read_only),
             "--anchor-preset", "shapes", "--no-progress"]  # fmt: skip
     _one_line_error(capsys, lambda: tool.main(argv), read_only)
@@ -168,7 +167,7 @@ def test_precompute_with_a_read_only_subfolder(world, tmp_path, capsys):
     if os.access(regions, os.W_OK):
         regions.chmod(0o755)
         pytest.skip("chmod 0o555 does not deny writing here (running as root?)")
-    tool = _load_tool("precompute_clip_features")
+    tool = precompute_cli
     argv = ["--dataset", TRAIN, "--clip", str(root / "clip.pt"), "--output", str(regions.parent),
             "--anchor-stride", "32", "--anchor-sizes", "32,64", "--no-progress"]  # fmt: skip
     try:
@@ -180,7 +179,7 @@ def test_precompute_with_a_read_only_subfolder(world, tmp_path, capsys):
 
 def test_finetune_into_read_only_folder(world, read_only, capsys):
     root, _ = world
-    tool = _load_tool("finetune_clip")
+    tool = renormalization_cli
     argv = ["--clip", str(root / "clip.pt"), "--train-dataset", TRAIN, "--val-dataset", VAL,
             "--output-dir", str(read_only), "--epochs", "1", "--no-progress"]  # fmt: skip
     _one_line_error(capsys, lambda: tool.main(argv), read_only)
@@ -188,7 +187,7 @@ def test_finetune_into_read_only_folder(world, read_only, capsys):
 
 def test_dump_text_embeddings_into_read_only_folder(world, read_only, capsys):
     root, _ = world
-    tool = _load_tool("dump_text_embeddings")
+    tool = text_cli
     argv = ["--clip", str(root / "clip.pt"), "--names", "cat,dog", "--out", str(read_only / "text.npy")]
     _one_line_error(capsys, lambda: tool.main(argv), read_only)
 

@@ -1,4 +1,4 @@
-"""CLIP re-normalization (tools/finetune_clip.py, ezsd.offline.renormalization).
+"""CLIP re-normalization (ezsd.offline.renormalization and its command line, tools/finetune_clip.py).
 
 Tiny on purpose: a random ViT CLIP with 32 px input and 6 + 2 images of 64 px with coloured boxes;
 the file runs in a few seconds on two CPU cores.
@@ -15,13 +15,13 @@ from PIL import Image
 
 from ezsd.clip import load_clip, save_clip_checkpoint
 from ezsd.data.datasets import register_ovd_dataset
+import ezsd.offline.renormalization_cli as renormalization_cli
 from ezsd.offline.renormalization import (
     CHECKPOINT_NAME, REPORT_NAME, STATE_NAME, RenormSettings, base_box_samples,
     layernorm_parameter_names, renormalization_loss, train_layernorms,
 )  # fmt: skip
 
 from tiny_clip import tiny_clip
-from train_workspace import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "finetune_clip.py")
@@ -72,7 +72,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tool():
-    return load_tool("finetune_clip")
+    return renormalization_cli
 
 
 def _samples():

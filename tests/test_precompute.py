@@ -1,4 +1,4 @@
-"""CLIP proposals and region-feature pre-computation (tools/precompute_clip_features.py).
+"""CLIP proposals and region-feature pre-computation (ezsd.offline, tools/precompute_clip_features.py).
 
 Tiny on purpose: a few 64 px ShapesOVD images, a random ViT CLIP with 32 px input, 96 anchors per
 image; the whole file runs in well under a minute on two CPU cores.
@@ -22,6 +22,7 @@ from ezsd.clip import save_clip_checkpoint
 from ezsd.data.datasets import register_ovd_dataset
 from ezsd.data.feature_store import FeatureStore
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, generate_shapes_ovd
+import ezsd.offline.precompute_cli as precompute_cli
 from ezsd.offline.anchors import dense_anchors, num_dense_anchors
 from ezsd.offline.proposals import (
     ProposalSettings, candidate_proposals, clip_objectness, compute_proposals, fast_proposals,
@@ -34,7 +35,6 @@ from ezsd.utils.errors import UserInputError
 from killpoint import killpoint_command, run_until_killpoint
 from tiny_clip import tiny_clip
 from train_workspace import RPN_CONFIG, SHAPES_BASE, register_shapes_splits, tiny_rpn_checkpoint
-from train_workspace import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "precompute_clip_features.py")
@@ -42,10 +42,6 @@ TRAIN = "test_precompute_shapes_train"
 VAL = "test_precompute_shapes_val"
 ANCHORS = ["--anchor-stride", "16", "--anchor-sizes", "16,32", "--anchor-ratios", "0.5,1,2"]
 NUM_TRAIN = 6
-
-
-def _load_tool():
-    return load_tool("precompute_clip_features")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,7 +64,7 @@ def world(tmp_path_factory):
     model = tiny_clip()
     clip_path = root / "tiny_clip.pt"
     save_clip_checkpoint(model, str(clip_path))
-    return dict(root=root, clip=str(clip_path), tool=_load_tool())
+    return dict(root=root, clip=str(clip_path), tool=precompute_cli)
 
 
 def _run(world, out, *extra, dataset=TRAIN):
