@@ -27,6 +27,7 @@ from detectron2.utils.events import get_event_storage
 from ezsd.data.text_embedding_file import check_same_clip, load_text_embeddings, text_embedding_info
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import file_sha256, resolve_data_path
+from ezsd.utils.names import names_difference
 
 __all__ = [
     "EZSDPredictor", "load_vocabulary_file", "dataset_class_names", "temperature_scaled_parameters",
@@ -207,10 +208,10 @@ class EZSDPredictor(FastRCNNOutputLayers):
                 ez.TEST_TEXT_EMBEDDINGS, test_classes, "MODEL.EZSD.TEST_TEXT_EMBEDDINGS", test_ds,
             )  # fmt: skip
             ret.update(test_text_embeddings=test_emb, test_class_names=test_names)
-        elif test_classes is not None and list(test_classes) != names:
+        elif test_classes is not None and (difference := names_difference(names, test_classes)):
             raise UserInputError(
                 f"dataset '{test_ds}' (DATASETS.TEST) has other classes than {ez.TEXT_EMBEDDINGS} "
-                f"({len(test_classes)} vs {len(names)}): set MODEL.EZSD.TEST_TEXT_EMBEDDINGS to "
+                f"({difference}): set MODEL.EZSD.TEST_TEXT_EMBEDDINGS to "
                 f"text embeddings of its classes (tools/dump_text_embeddings.py --dataset {test_ds})"
             )
         check_vocabulary_clip(cfg)
@@ -300,11 +301,8 @@ class EZSDPredictor(FastRCNNOutputLayers):
             if expected is None:
                 continue
             known += 1
-            if list(expected) != self.class_names:
-                ours = self.class_names
-                first = next((i for i, (a, b) in enumerate(zip(ours, expected)) if a != b), None)
-                detail = (f"{len(ours)} classes vs {len(expected)}" if first is None
-                          else f"class {first} is '{ours[first]}' but '{expected[first]}' is expected")  # fmt: skip
+            detail = names_difference(self.class_names, expected)
+            if detail is not None:
                 raise UserInputError(
                     f"the {'training' if split == 'train' else 'inference'} text embeddings do not "
                     f"match the classes of dataset '{dataset}' ({detail}); set {key} to embeddings "
