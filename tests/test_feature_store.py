@@ -48,9 +48,9 @@ def test_mismatched_setup_is_refused(tmp_path):
     store.check_compatible(clip_hash="abc123", class_names=["lemon", "lime"])
     with pytest.raises(UserInputError, match="CLIP checkpoint abc123, but this run uses zzz"):
         store.check_compatible(clip_hash="zzz")
-    with pytest.raises(UserInputError, match="class 1 is 'lime' there, 'tire' here"):
+    with pytest.raises(UserInputError, match="class 1 is 'lime' but 'tire' is expected"):
         store.check_compatible(class_names=["lemon", "tire"])
-    with pytest.raises(UserInputError, match="2 classes vs 1"):
+    with pytest.raises(UserInputError, match="2 classes but 1 are expected"):
         store.check_compatible(class_names=["lemon"])
     with pytest.raises(UserInputError, match="no regions for image id 5"):
         store.load(5)

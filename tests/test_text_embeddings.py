@@ -79,7 +79,7 @@ def test_file_pair_round_trip_and_mismatch(tmp_path):
         and sidecar in str(e.value)
         and "class 1 is 'b' but 'c'" in str(e.value)
     )
-    with pytest.raises(UserInputError, match="has 3 classes but 2 are expected"):
+    with pytest.raises(UserInputError, match="3 classes but 2 are expected"):
         load_text_embeddings(path, expected_names=["a", "b"])
     os.remove(sidecar)
     with pytest.raises(UserInputError, match="emb.names.json: no such file"):

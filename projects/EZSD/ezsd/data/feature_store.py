@@ -25,6 +25,7 @@ from detectron2.structures import BoxMode
 
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import atomic_write, atomic_write_json
+from ezsd.utils.names import names_difference
 
 __all__ = [
     "FeatureStore", "write_image_regions", "write_manifest", "dataset_fingerprint", "REGION_FIELDS",
@@ -144,14 +145,10 @@ class FeatureStore:
                 f"{path}: made with CLIP checkpoint {self.manifest['clip_hash']}, "
                 f"but this run uses {clip_hash}"
             )
-        if class_names is not None and list(class_names) != self.manifest["class_names"]:
-            theirs, ours = self.manifest["class_names"], list(class_names)
-            first = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), None)
-            detail = (
-                f"{len(theirs)} classes vs {len(ours)}" if first is None
-                else f"class {first} is '{theirs[first]}' there, '{ours[first]}' here"
-            )  # fmt: skip
-            raise UserInputError(f"{path}: made for other class names ({detail})")
+        if class_names is not None:
+            difference = names_difference(self.manifest["class_names"], class_names)
+            if difference is not None:
+                raise UserInputError(f"{path}: made for other class names ({difference})")
 
     def check_dataset(self, dataset_name, records):
         """Refuse a store made from other data than the dataset `dataset_name` whose dicts are

@@ -16,6 +16,7 @@ import numpy as np
 
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import atomic_write, atomic_write_json
+from ezsd.utils.names import check_names_match
 
 __all__ = [
     "names_path", "save_text_embeddings", "load_text_embeddings", "text_embedding_info",
@@ -66,18 +67,8 @@ def load_text_embeddings(path, expected_names=None):
             f"{path} holds {embeddings.shape[0]} embeddings but {sidecar} lists {len(names)} names"
         )
     if expected_names is not None:
-        expected_names = list(expected_names)
-        if len(expected_names) != len(names):
-            raise UserInputError(
-                f"{path} (names in {sidecar}) has {len(names)} classes but {len(expected_names)} "
-                "are expected; re-create it for these classes with tools/dump_text_embeddings.py"
-            )
-        for i, (got, want) in enumerate(zip(names, expected_names)):
-            if got != want:
-                raise UserInputError(
-                    f"{path} (names in {sidecar}): class {i} is '{got}' but '{want}' is expected; "
-                    "re-create it for these classes with tools/dump_text_embeddings.py"
-                )
+        check_names_match(names, expected_names, f"{path} (names in {sidecar})",
+                          "re-create it for these classes with tools/dump_text_embeddings.py")  # fmt: skip
     return embeddings.astype(np.float32, copy=False), names
 
 

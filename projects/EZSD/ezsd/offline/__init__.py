@@ -11,6 +11,9 @@ for what it uses):
     sharding         deterministic image split, torch.distributed rank/world handling
     pipeline         the resumable, sharded pre-computation run behind
                      tools/precompute_clip_features.py (files, manifests, progress)
+    precompute_cli   that tool's command line (arguments -> PrecomputeConfig -> run_precompute)
+    renormalization_cli  tools/finetune_clip.py's command line
+    rpn_candidates   candidate boxes of the 'rpn' proposal mode (an RPN-only model)
     recall           recall of (novel) GT boxes by stored proposals
 
 The offline code never imports the detector (ezsd.modeling): data flows to it through files.

@@ -35,6 +35,7 @@ from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import (
     atomic_write, atomic_write_json, check_writable_dir, file_sha256, remove_stale_temps,
 )  # fmt: skip
+from ezsd.utils.names import names_difference
 
 from .proposals import CropScorer, ProposalSettings, compute_proposals
 from .region_features import FeatureSettings, image_regions
@@ -120,8 +121,12 @@ def _check_settings(path, settings, resume, what):
             old = json.load(f)
         if old != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            names = ""  # where the class lists first differ, when they do
+            if "class_names" in diff and "class_names" in settings:
+                theirs = old.get("class_names") or []
+                names = f"; class names: {names_difference(theirs, settings['class_names'])}"
             raise UserInputError(
-                f"{path}: {what} there were made with other settings ({', '.join(diff)} differ); "
+                f"{path}: {what} there were made with other settings ({', '.join(diff)} differ){names}; "
                 "choose another output folder, or pass --no-resume to recompute them all"
             )
     else:

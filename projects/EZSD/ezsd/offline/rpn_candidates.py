@@ -5,15 +5,15 @@ configs/ShapesOVD/rpn_R_18_FPN.yaml or detectron2's rpn_R_50_FPN_1x.yaml trained
 split with tools/train_net.py). It only *proposes* candidates: CLIP still scores each one and the
 proposals are ranked by CLIP objectness (`proposals.candidate_proposals`). It sees base boxes
 only during its training, so novel objects are found because they look like objects, not
-because a novel box was ever read.
+because a novel box was ever read. The model is built and its weights checked by
+ezsd.predictor.build_detector (imported when an RPN is built: the offline code does not load the
+detector's modules at import time).
 """
 import os
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
-from detectron2.modeling import build_model
 
 from ezsd.config import load_ezsd_config
 from ezsd.utils.errors import UserInputError
@@ -28,7 +28,9 @@ class RPNCandidates:
     def __init__(self, config_file, weights, num_candidates, device="cpu"):
         if not weights or not os.path.isfile(weights):
             raise UserInputError(f"--rpn-weights: checkpoint not found: {weights}")
-        cfg = load_ezsd_config(config_file, ["MODEL.DEVICE", device,
+        from ezsd.predictor import build_detector
+
+        cfg = load_ezsd_config(config_file, ["MODEL.DEVICE", device, "MODEL.WEIGHTS", weights,
                                              "MODEL.RPN.POST_NMS_TOPK_TEST", str(num_candidates),
                                              "MODEL.RPN.PRE_NMS_TOPK_TEST",
                                              str(max(num_candidates * 2, 1000))],
@@ -37,8 +39,10 @@ class RPNCandidates:
             raise UserInputError(f"--rpn-config {config_file}: MODEL.META_ARCHITECTURE is "
                                  f"'{cfg.MODEL.META_ARCHITECTURE}'; the candidates come from an "
                                  "RPN-only model ('ProposalNetwork')")  # fmt: skip
-        self.model = build_model(cfg).eval()
-        DetectionCheckpointer(self.model).load(weights)
+        try:
+            self.model = build_detector(cfg, config_file)
+        except UserInputError as e:
+            raise UserInputError(f"--rpn-weights: {e}") from None
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
 
