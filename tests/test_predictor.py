@@ -13,7 +13,8 @@ from detectron2.utils.events import EventStorage
 
 from ezsd.data.text_embedding_file import save_text_embeddings
 from ezsd.modeling import (
-    EZSDBoxHead, EZSDPredictor, distillation_loss, load_vocabulary_file, normalize_weights_per_image,
+    EZSDBoxHead, EZSDPredictor, TestTimeExtensions, distillation_loss, load_vocabulary_file,
+    normalize_weights_per_image,
 )  # fmt: skip
 from ezsd.utils.errors import UserInputError
 
@@ -67,7 +68,8 @@ def test_temperature_learned_or_fixed():
     fixed = _predictor(temperature=20.0, learn_temperature=False)
     assert all(p is not fixed.log_temperature for p in fixed.parameters())
     assert (
-        "log_temperature" in dict(fixed.named_buffers()) and "log_temperature" in fixed.state_dict()
+        "cls_score.log_temperature" in dict(fixed.named_buffers())
+        and "cls_score.log_temperature" in fixed.state_dict()
     )
     scores, _ = fixed.eval()((emb, reg))
     torch.testing.assert_close(scores[:, :3], 20.0 * emb @ _text(3).t(), rtol=1e-5, atol=1e-5)
@@ -160,7 +162,7 @@ def test_objectness_exponent_weights_class_probabilities_at_inference(tmp_path):
     softmax = predictions[0].softmax(-1)
     torch.testing.assert_close(plain.predict_probs(predictions, proposals)[0], softmax)
 
-    weighted = _predictor(objectness_exponent=2.0, **soft).eval()
+    weighted = _predictor(extensions=TestTimeExtensions(objectness_exponent=2.0), **soft).eval()
     probs = weighted.predict_probs(predictions, proposals)[0]
     torch.testing.assert_close(probs[:, :-1], softmax[:, :-1] * logits.sigmoid()[:, None] ** 2)
     torch.testing.assert_close(probs[:, -1], softmax[:, -1])  # background left as it is
@@ -172,17 +174,17 @@ def test_objectness_exponent_weights_class_probabilities_at_inference(tmp_path):
     with pytest.raises(UserInputError, match="TEST_OBJECTNESS_EXPONENT > 0 needs proposals"):
         weighted.predict_probs(predictions, without_scores)
     with pytest.raises(UserInputError, match="TEST_OBJECTNESS_EXPONENT must be >= 0, got -1"):
-        _predictor(objectness_exponent=-1.0)
+        _predictor(extensions=TestTimeExtensions(objectness_exponent=-1.0))
     cfg = _cfg(tmp_path)
     cfg.MODEL.EZSD.TEST_OBJECTNESS_EXPONENT = 0.5
     shapes = (ShapeSpec(channels=D), ShapeSpec(channels=F_REG))
-    assert EZSDPredictor(cfg, *shapes).objectness_exponent == 0.5
+    assert EZSDPredictor(cfg, *shapes).extensions.objectness_exponent == 0.5
 
 
 def test_split_softmax_keeps_base_and_novel_names_apart_at_inference(tmp_path):
     names = ["c0", "n0", "c2", "n1"]  # c*: the training vocabulary's (base), n*: novel
-    pred = _predictor(split_softmax=True, test_text_embeddings=_text(4, seed=5),
-                      test_class_names=names).eval()  # fmt: skip
+    pred = _predictor(extensions=TestTimeExtensions(split_softmax=True),
+                      test_text_embeddings=_text(4, seed=5), test_class_names=names).eval()  # fmt: skip
     emb, reg = _inputs()
     predictions = pred((emb, reg))
     scores = predictions[0]
@@ -204,7 +206,34 @@ def test_split_softmax_keeps_base_and_novel_names_apart_at_inference(tmp_path):
     cfg = _cfg(tmp_path)
     cfg.MODEL.EZSD.TEST_SPLIT_SOFTMAX = True
     shapes = (ShapeSpec(channels=D), ShapeSpec(channels=F_REG))
-    assert EZSDPredictor(cfg, *shapes).split_softmax
+    assert EZSDPredictor(cfg, *shapes).extensions.split_softmax
+
+
+def test_vocabulary_classifier_alone_and_checkpoints_of_the_flat_layout():
+    """VocabularyClassifier is a module of its own (logits, vocabulary swap, no text embeddings in
+    its state); a predictor's state dict written before the classifier was a module (log T and
+    the background vector at the predictor's level) loads into the same values."""
+    from ezsd.modeling import VocabularyClassifier
+
+    clf = VocabularyClassifier(D, _text(3), ["a", "b", "c"], temperature=10.0)
+    emb, _ = _inputs()
+    torch.testing.assert_close(clf(emb)[:, :3], 10.0 * emb @ _text(3).t(), rtol=1e-5, atol=1e-5)
+    assert sorted(clf.state_dict()) == ["bg_score.weight", "log_temperature"]
+    clf.eval().set_vocabulary(_text(5, seed=2), list("vwxyz"))
+    assert clf.num_classes == 5 and clf(emb).shape == (5, 6) and clf.training_names == ["a", "b", "c"]
+    assert clf.train().num_classes == 3
+
+    source = _predictor()
+    with torch.no_grad():
+        source.cls_score.log_temperature.fill_(3.0)
+        source.cls_score.bg_score.weight.normal_()
+    flat = {k.replace("cls_score.", ""): v for k, v in source.state_dict().items()}
+    assert "log_temperature" in flat and "bg_score.weight" in flat
+    target = _predictor()
+    incompatible = target.load_state_dict(flat)
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(target.state_dict()[key], value)
 
 
 def test_vocabulary_file_and_mismatched_sidecar(tmp_path):
@@ -325,7 +354,8 @@ def test_temperature_lr_factor_scales_log_t_and_background_only():
     model.roi_heads = nn.Module()
     model.roi_heads.box_predictor = pred = _predictor()
     assert temperature_scaled_parameters(model) == [
-        "roi_heads.box_predictor.log_temperature", "roi_heads.box_predictor.bg_score.weight",
+        "roi_heads.box_predictor.cls_score.log_temperature",
+        "roi_heads.box_predictor.cls_score.bg_score.weight",
     ]  # fmt: skip
     cfg = get_cfg()
     add_ezsd_config(cfg)
@@ -335,10 +365,11 @@ def test_temperature_lr_factor_scales_log_t_and_background_only():
     assert group_of[id(pred.log_temperature)]["lr"] == pytest.approx(0.0002)
     assert group_of[id(pred.log_temperature)]["weight_decay"] == 0.0
     assert group_of[id(pred.bg_score.weight)]["lr"] == pytest.approx(0.0002)
-    others = [p for n, p in pred.named_parameters() if n not in ("log_temperature", "bg_score.weight")]
+    scaled = ("cls_score.log_temperature", "cls_score.bg_score.weight")
+    others = [p for n, p in pred.named_parameters() if n not in scaled]
     assert others and all(group_of[id(p)]["lr"] == pytest.approx(0.02) for p in others)
     fixed = _predictor(learn_temperature=False)  # a buffer, not a parameter: nothing to scale
-    assert temperature_scaled_parameters(fixed) == ["bg_score.weight"]
+    assert temperature_scaled_parameters(fixed) == ["cls_score.bg_score.weight"]
 
 
 def test_solver_optimizer_selects_sgd_or_adamw_with_the_same_groups_and_clipping():

@@ -41,12 +41,15 @@ def add_ezsd_config(cfg):
     _C.MODEL.EZSD.TEMPERATURE_LR_FACTOR = 1.0
     # Semantic-based regression: condition box regression on a class text embedding.
     _C.MODEL.EZSD.SEMANTIC_REGRESSION = True
-    # Inference (not the paper's): each class probability times sigmoid(RPN objectness) ** this;
-    # 0 = off (the paper). Detic's MULT_PROPOSAL_SCORE idea; needs proposals with objectness_logits.
+    # -- Extensions: test-time options that are NOT the paper's (ezsd.modeling.extensions), off
+    # by default. (Their names stay at MODEL.EZSD level: every training run's config.yaml holds them.)
+    # Inference: each class probability times sigmoid(RPN objectness) ** this; 0 = off (the
+    # paper). Detic's MULT_PROPOSAL_SCORE idea; needs proposals with objectness_logits.
     _C.MODEL.EZSD.TEST_OBJECTNESS_EXPONENT = 0.0
-    # Inference (not the paper's): the training vocabulary's names compete in a softmax with each
-    # other and background only, the other (novel) names likewise; False = one softmax (the paper).
+    # Inference: the training vocabulary's names compete in a softmax with each other and
+    # background only, the other (novel) names likewise; False = one softmax (the paper).
     _C.MODEL.EZSD.TEST_SPLIT_SOFTMAX = False
+    # -- end of the extensions
     # EZSD box head layout (conv/FC widths and norm come from MODEL.ROI_BOX_HEAD.CONV_DIM/FC_DIM/NORM).
     _C.MODEL.EZSD.BOX_HEAD = CN()
     # 3x3 convs shared by the classification and regression branches.

@@ -1,15 +1,19 @@
 """EZSD's detector: importing this registers the meta-architecture, ROI heads, box head and
-backbone."""
+backbone. The paper's predictor is `EZSDPredictor` (its classifier: `VocabularyClassifier`);
+test-time options that are not the paper's are in `extensions`."""
 
 from .backbone import build_resnet_fpn_backbone_any_depth
 from .box_head import EZSDBoxHead
 from .distillation import distillation_loss, normalize_weights_per_image
+from .extensions import TestTimeExtensions
 from .meta_arch import EZSDRCNN
-from .predictor import EZSDPredictor, load_vocabulary_file, temperature_scaled_parameters
+from .predictor import EZSDPredictor, temperature_scaled_parameters
 from .roi_heads import EZSDROIHeads
+from .vocabulary import load_vocabulary_file
+from .vocabulary_classifier import VocabularyClassifier
 
 __all__ = [
     "build_resnet_fpn_backbone_any_depth", "EZSDBoxHead", "EZSDPredictor", "EZSDROIHeads", "EZSDRCNN",
     "distillation_loss", "normalize_weights_per_image", "load_vocabulary_file",
-    "temperature_scaled_parameters",
+    "temperature_scaled_parameters", "TestTimeExtensions", "VocabularyClassifier",
 ]  # fmt: skip
