@@ -14,6 +14,7 @@ from detectron2.modeling import build_model
 from ezsd.data.datasets import register_ovd_dataset
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES
 from ezsd.engine import CPUAMPTrainer, Trainer, build_train_loop, load_config
+from ezsd.offline import precompute_cli
 from ezsd.modeling import distillation_loss
 
 from test_predictor import _inputs, _predictor
@@ -105,7 +106,8 @@ def test_amp_loop_on_cuda_is_detectron2_fp16_amptrainer(tmp_path):
 
 def test_train_net_trainer_with_solver_amp_on_cpu(shapes_workspace, tmp_path):
     """SOLVER.AMP.ENABLED through ezsd.engine's Trainer on CPU: bfloat16, two iterations,
-    a final checkpoint (in-process, on the shared workspace's images registered under a name)."""
+    a final checkpoint (in-process, on the shared workspace's images registered under a name,
+    with region features pre-computed for that dataset: a store is bound to its dataset)."""
     root, _ = shapes_workspace
     name = "test_amp_shapes_train"
     if name not in DatasetCatalog.list():
@@ -113,8 +115,13 @@ def test_train_net_trainer_with_solver_amp_on_cpu(shapes_workspace, tmp_path):
         data = root / "shapes_ovd"
         register_ovd_dataset(name, str(data / "train.json"), str(data / "train"), base,
                              DEFAULT_NOVEL_CLASSES, thing_classes=base)  # fmt: skip
+    features = tmp_path / "features"
+    precompute_cli.main(list(map(str, [
+        "--dataset", name, "--output", features, "--clip", root / "clip.pt", "--anchor-preset",
+        "shapes", "--regions-per-image", 20, "--no-progress"])))  # fmt: skip
     argv = train_args(root, tmp_path / "amp", "SOLVER.AMP.ENABLED", True, "SOLVER.MAX_ITER", 2,
-                      "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()")  # fmt: skip
+                      "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
+                      "MODEL.EZSD.DISTILL.FEATURES", features)  # fmt: skip
     args = default_argument_parser().parse_args(list(map(str, argv)))
     cfg = load_config(args)
     trainer = Trainer(cfg)
