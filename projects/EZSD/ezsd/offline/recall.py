@@ -55,12 +55,21 @@ def proposal_recall(dataset, proposals_dir, ks=(100, 300), iou=0.5, group="novel
 
 @exit_on_user_error
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--proposals", required=True, help="a proposal folder of precompute_clip_features.py")
-    p.add_argument("--k", default="100,300")
-    p.add_argument("--iou", type=float, default=0.5)
-    p.add_argument("--group", choices=("novel", "base", "all"), default="novel")
+    p = argparse.ArgumentParser(
+        description="Recall of an evaluation split's GT boxes by stored proposals (the top k of "
+        "each image; e.g. CLIP proposals or an RPN's, written by precompute_clip_features.py): "
+        "the share of the group's non-crowd GT boxes that some proposal covers at IoU >= --iou. "
+        "Prints JSON (recall per k, GT boxes, images, CLIP encodings per image).",
+        epilog="Example: python -m ezsd.offline.recall --dataset shapes_ovd_val "
+        "--proposals OUT/proposals --k 100,300 --group novel",
+    )
+    p.add_argument("--dataset", required=True, help="a registered split with the boxes to find")
+    p.add_argument("--proposals", required=True,
+                   help="a proposals folder of precompute_clip_features.py (IMAGE_ID.npz files)")
+    p.add_argument("--k", default="100,300", help="comma-separated numbers of top proposals")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU at which a GT box counts as found")
+    p.add_argument("--group", choices=("novel", "base", "all"), default="novel",
+                   help="whose GT boxes: the novel classes', the base classes' or all")
     p.add_argument("--max-images", type=int, help="the first N images (by id) only")
     args = p.parse_args(argv)
     ks = tuple(int(k) for k in args.k.split(","))

@@ -1,0 +1,133 @@
+"""The evaluation tools of a trained model's parts: tools/eval_on_gt_boxes.py (the detector's
+classifier on GT boxes) and `python -m ezsd.offline.recall` (proposal recall), on a generated
+3-image ShapesOVD split and a randomly initialised ShapesOVD detector (CPU)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
+from detectron2.structures import BoxMode
+
+from ezsd.config import load_ezsd_config
+from ezsd.data.shapes_ovd import CATEGORY_NAMES, generate_shapes_ovd
+from ezsd.data.text_embedding_file import save_text_embeddings
+from ezsd.evaluation.gt_boxes import detect_on_boxes, evaluate_on_gt_boxes, main as eval_on_gt_main
+from ezsd.utils.errors import UserInputError
+
+from train_workspace import CONFIG, REPO, SHAPES_BASE, register_shapes_splits
+
+TRAIN, VAL = "test_eval_tools_train", "test_eval_tools_val"
+D = 16
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    """(cfg, model in eval mode, path of its config.yaml with MODEL.WEIGHTS set) on 3 val images."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("eval_tools")
+    generate_shapes_ovd(str(root / "shapes_ovd"), seed=0, num_train=1, num_val=3, image_size=128)
+    register_shapes_splits(root / "shapes_ovd", TRAIN, VAL)
+    for name, names in (("base", SHAPES_BASE), ("all", CATEGORY_NAMES)):
+        emb = F.normalize(torch.randn(len(names), D, generator=torch.Generator().manual_seed(1)), dim=1)
+        save_text_embeddings(str(root / f"{name}.npy"), emb.numpy(), list(names))
+    cfg = load_ezsd_config(CONFIG, [
+        "MODEL.DEVICE", "cpu", "MODEL.EZSD.EMBED_DIM", D, "MODEL.EZSD.CLIP.MODEL", "ViT-B/32",
+        "MODEL.EZSD.TEXT_EMBEDDINGS", str(root / "base.npy"),
+        "MODEL.EZSD.TEST_TEXT_EMBEDDINGS", str(root / "all.npy"),
+        "DATASETS.TRAIN", f"('{TRAIN}',)", "DATASETS.TEST", f"('{VAL}',)",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0, "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 96,  # resized: boxes mapped both ways
+    ])  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    cfg.MODEL.WEIGHTS = str(root / "model.pth")
+    torch.save({"model": model.state_dict()}, cfg.MODEL.WEIGHTS)
+    config_file = root / "config.yaml"
+    config_file.write_text(cfg.dump())
+    return cfg, model, str(config_file)
+
+
+def _gt_classes(record):
+    return [a["category_id"] for a in record["annotations"] if not a.get("iscrowd", 0)]
+
+
+def test_detections_on_given_boxes_keep_the_boxes_unless_regressed(detector):
+    cfg, model, _ = detector
+    boxes = torch.tensor([[10.0, 12, 50, 60], [50, 30, 90, 80], [5, 60, 40, 95]])
+    image = torch.rand(3, 96, 96) * 255
+    kept = detect_on_boxes(model, image, boxes)
+    assert len(kept) > 0
+    # every detection is one of the given boxes, and every given box is detected (threshold 0)
+    match = (kept.pred_boxes.tensor[:, None] == boxes[None]).all(-1)
+    assert match.any(1).all() and match.any(0).all()
+    assert kept.pred_classes.max() < len(CATEGORY_NAMES)  # the inference vocabulary's classes
+    moved = detect_on_boxes(model, image, boxes, regress=True)
+    assert len(moved) > 0 and not (moved.pred_boxes.tensor[:, None] == boxes[None]).all(-1).any(1).all()
+    assert len(detect_on_boxes(model, image, torch.zeros(0, 4))) == 0
+
+
+def test_a_classifier_right_on_every_box_gets_ap50_100(detector, monkeypatch):
+    """Scores one-hot on each GT box's class (the boxes come in annotation order): AP50 100 on
+    base and novel, so boxes, classes and image sizes reach the evaluator unchanged. The model's
+    own (random) classifier scores less."""
+    cfg, model, _ = detector
+    predictor = model.roi_heads.box_predictor
+    records = DatasetCatalog.get(VAL)
+    assert all(_gt_classes(r) for r in records)
+    truth = iter([_gt_classes(r) for r in records])
+
+    def oracle(predictions, proposals):
+        classes = torch.tensor(next(truth))
+        probs = F.one_hot(classes, predictor.num_classes + 1).float()
+        assert len(classes) == len(proposals[0])
+        return [probs]
+
+    random = evaluate_on_gt_boxes(cfg, model, VAL)
+    monkeypatch.setattr(predictor, "predict_probs", oracle)
+    right = evaluate_on_gt_boxes(cfg, model, VAL)
+    assert right["AP50_base"] == pytest.approx(100.0) and right["AP50_novel"] == pytest.approx(100.0)
+    assert random["AP50_all"] < 90.0
+
+
+def test_eval_on_gt_boxes_command_line(detector, tmp_path, capsys):
+    _, _, config_file = detector
+    result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "eval_on_gt_boxes.py"), "--help"],
+                            capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert result.returncode == 0 and "--config-file" in result.stdout and "--regress" in result.stdout
+    out = eval_on_gt_main(["--config-file", config_file, "--output", str(tmp_path / "out")])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == out and printed["dataset"] == VAL and printed["boxes"] == "gt"
+    assert all(0.0 <= printed[k] <= 100.0 for k in ("AP50_base", "AP50_novel", "AP50_all"))
+    assert os.path.isfile(tmp_path / "out" / "ovd_metrics.json")
+    with pytest.raises(UserInputError, match="'nowhere' is not a registered dataset"):
+        eval_on_gt_main(["--config-file", config_file, "--dataset", "nowhere"])
+    with pytest.raises(UserInputError, match="has no novel boxes"):
+        eval_on_gt_main(["--config-file", config_file, "--dataset", TRAIN])
+
+
+def test_proposal_recall_command_line(detector, tmp_path, capsys):
+    """--help documents every option; a proposal folder holding each val image's GT boxes after
+    one box far from every object: recall 0 at k=1, 1 at k=1+most, printed as JSON."""
+    from ezsd.offline.recall import main as recall_main
+
+    result = subprocess.run([sys.executable, "-m", "ezsd.offline.recall", "--help"],
+                            capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert result.returncode == 0
+    for option in ("--dataset", "--proposals", "--k", "--iou", "--group", "--max-images"):
+        assert option in result.stdout
+    records = DatasetCatalog.get(VAL)
+    most = max(len(r["annotations"]) for r in records)
+    for record in records:
+        gt = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]]
+        boxes = np.array([[500, 500, 510, 510], *gt], dtype=np.float32).reshape(-1, 4)
+        np.savez(tmp_path / f"{record['image_id']}.npz", boxes=boxes, num_encodings=3)
+    recall_main(["--dataset", VAL, "--proposals", str(tmp_path), "--k", f"1,{1 + most}", "--group", "novel"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["recall"] == {"1": 0.0, str(1 + most): 1.0} and printed["gt_boxes"] > 0
+    with pytest.raises(SystemExit):
+        recall_main(["--dataset", VAL, "--proposals", str(tmp_path / "none")])
