@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from ezsd.data.shapes_ovd import CATEGORY_NAMES
 from train_workspace import run_tool as _tool
 from train_workspace import train_args as _train_args
 
@@ -39,7 +40,8 @@ def test_train_then_evaluate_base_and_novel(workspace):
 @pytest.mark.parametrize(
     "extra, message",
     [(("MODEL.EZSD.NO_SUCH_KEY", 1), "command-line option: Non-existent key: MODEL.EZSD.NO_SUCH_KEY"),
-     (("MODEL.EZSD.TEST_TEXT_EMBEDDINGS", "text_base.npy"), "but 12 are expected"),
+     (("MODEL.EZSD.TEST_TEXT_EMBEDDINGS", "text_base.npy"),
+      f"but {len(CATEGORY_NAMES)} are expected"),
      (("MODEL.EZSD.DISTILL.FEATURES", "/nonexistent"), "manifest.json: not found")],
 )  # fmt: skip
 def test_bad_setup_is_a_one_line_error(workspace, extra, message):
