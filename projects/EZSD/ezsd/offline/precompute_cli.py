@@ -57,7 +57,9 @@ def parse_args(argv=None):
     add_prompt_arguments(p)
 
     g = p.add_argument_group("CLIP proposals")
-    g.add_argument("--proposal-mode", choices=MODES, default="exhaustive")
+    g.add_argument("--proposal-mode", choices=MODES, default="exhaustive",
+                   help="exhaustive (the paper's), fast or rpn: CLIP proposals; random: the "
+                        "ablation's baseline (vild_like), random regions, not CLIP proposals")
     g.add_argument("--anchor-preset", choices=sorted(ANCHOR_PRESETS), default="paper",
                    help="paper: stride 32, sizes 32..512, ratios 0.5/1/2; shapes: stride 8, "
                         "sizes 16..128 (ShapesOVD's 256 px images)")

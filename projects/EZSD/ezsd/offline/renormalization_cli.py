@@ -55,9 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient L2 norm")
     p.add_argument("--tune-text-ln", action="store_true", help="also tune the text tower's LayerNorms")
     p.add_argument("--novel-negatives", action="store_true",
-                   help="also score crops against the novel NAMES, as negatives only (not in the "
-                        "official recipe; counters drift toward novel names, see "
-                        "docs/RENORMALIZATION.md)")
+                   help="an extension, not the paper's (off by default): also score crops against "
+                        "the novel NAMES, as negatives only; counters drift toward novel names, see "
+                        "docs/RENORMALIZATION.md")
     add_prompt_arguments(p)
     p.add_argument("--seed", type=int, default=d.seed, help="image order per epoch")
     p.add_argument("--max-train-images", type=int, help="train on the first N images only")
