@@ -200,3 +200,18 @@ def test_prepare_coco_ovd_missing_input_is_one_line_error(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "instances_train2017.json: file not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_shapes_ovd_split_file_is_read_in_category_order(tmp_path):
+    """Every process builds the same vocabulary order whatever order split.json lists."""
+    from ezsd.data.datasets.builtin import shapes_ovd_novel_classes
+    from ezsd.data.shapes_ovd import CATEGORY_NAMES
+
+    (tmp_path / "shapes_ovd").mkdir()
+    split = tmp_path / "shapes_ovd" / "split.json"
+    split.write_text(json.dumps({"base": [], "novel": ["umbrella", "apple", "clock"]}))
+    assert list(shapes_ovd_novel_classes(str(tmp_path))) == [
+        n for n in CATEGORY_NAMES if n in ("umbrella", "apple", "clock")]
+    split.write_text(json.dumps({"base": [], "novel": ["apple", "kiwi"]}))
+    with pytest.raises(UserInputError, match="split.json: --novel: 'kiwi' is not a ShapesOVD category"):
+        shapes_ovd_novel_classes(str(tmp_path))

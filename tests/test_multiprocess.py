@@ -30,7 +30,7 @@ from train_workspace import CONFIG, run_tool, train_args
 #   GT appended): detectron2's ROI losses average over each process's ROIs, which equals the
 #   batch average only when every image has as many ROIs;
 # - GroupNorm instead of BatchNorm (batch statistics of one batch of 2 and two batches of 1 differ).
-# The runs then agree to 2e-5 of the distance the weights travel; a 1e-6 relative perturbation of
+# The runs then agree to 2e-5-3e-3 of the distance the weights travel; a 1e-6 relative perturbation of
 # the initial weights moves one process by 1e-3. Before the fix of issue 23 item 6 the distillation
 # loss was averaged over each process's own regions (a region of an image with 3 weighed 3x one of
 # an image with 9): 2 processes ended 0.14 of that distance away (0.28 with SGD at 0.02).
@@ -103,7 +103,10 @@ def test_two_cpu_processes_train_as_one_process_at_the_shipped_width(runs, shape
     # The weights follow the same path: the final models differ by rounding only.
     w1, w2 = _weights(one / "model_final.pth"), _weights(two / "model_final.pth")
     w0 = _weights(runs["init"])
-    assert (w1 - w2).norm() < 1e-3 * (w1 - w0).norm()  # 2e-5 measured; 0.14 with the bug
+    # Rounding differences grow through AdamW's normalised steps: 2e-5 to 3e-3 of the distance
+    # travelled, depending on the generated images; the per-process weighting bug gave 0.14. The
+    # exact check of the loss itself is test_distillation_loss_of_two_processes_is_the_batch_loss.
+    assert (w1 - w2).norm() < 2e-2 * (w1 - w0).norm()
 
 
 def test_checkpoints_are_written_once_by_rank_0(runs):

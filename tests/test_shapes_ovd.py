@@ -42,6 +42,8 @@ def test_categories_and_default_split():
     """COCO 48/17: at least 24 categories, about 3 base : 1 novel."""
     assert len(CATEGORY_NAMES) >= 24 and len(set(CATEGORY_NAMES)) == len(CATEGORY_NAMES)
     assert set(DEFAULT_NOVEL_CLASSES) < set(CATEGORY_NAMES)
+    # in category order, as the registration reads any split (every process, one vocabulary)
+    assert list(DEFAULT_NOVEL_CLASSES) == [n for n in CATEGORY_NAMES if n in DEFAULT_NOVEL_CLASSES]
     assert 0.2 <= len(DEFAULT_NOVEL_CLASSES) / len(CATEGORY_NAMES) <= 0.3
     assert len(CATEGORY_FREQUENCY) == len(CATEGORY_NAMES)
     assert max(CATEGORY_FREQUENCY) / min(CATEGORY_FREQUENCY) >= 10, "frequencies are long-tailed"

@@ -22,6 +22,7 @@ from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES as LVIS_
 
 from ..shapes_ovd import CATEGORY_NAMES as SHAPES_CATEGORY_NAMES
 from ..shapes_ovd import DEFAULT_NOVEL_CLASSES as SHAPES_DEFAULT_NOVEL_CLASSES
+from ..shapes_ovd.generator import validate_novel_classes
 from .coco_ovd_split import COCO_OVD_BASE_CLASSES, COCO_OVD_NOVEL_CLASSES
 from ezsd.utils.errors import UserInputError
 
@@ -137,7 +138,11 @@ def shapes_ovd_novel_classes(root):
                              "regenerate the data with datasets/prepare_shapes_ovd.py") from None  # fmt: skip
     if not isinstance(novel, list) or not all(isinstance(n, str) for n in novel):
         raise UserInputError(f"{split_file}: 'novel' must be a list of class names")
-    return tuple(novel)
+    # in category order whatever the file's order, so every process builds the same vocabulary
+    try:
+        return validate_novel_classes(novel)
+    except UserInputError as e:
+        raise UserInputError(f"{split_file}: {e}") from None
 
 
 def _register_shapes_ovd(name, image_root, json_file, novel_annotated):
