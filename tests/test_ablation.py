@@ -77,10 +77,10 @@ def _run_toy(tool, *args):
 
 def test_two_variants_share_data_text_and_features(tmp_path):
     """no_distill and vild_like (raw CLIP, random regions) at a toy size: 2 training iterations,
-    evaluated after each one."""
+    evaluated after each one (6 val images: the first with novel boxes of seed 0 is the 5th)."""
     out = tmp_path / "ablation"
     _run_toy("run_ablation.py", "--output-dir", out, "--variants", "no_distill,vild_like",
-             "--eval-period", 1, "--num-train", 4, "--num-val", 2, "--max-iter", 2)  # fmt: skip
+             "--eval-period", 1, "--num-train", 4, "--num-val", 6, "--max-iter", 2)  # fmt: skip
 
     ablation = json.loads((out / "ablation.json").read_text())["variants"]
     assert sorted(ablation) == ["no_distill", "vild_like"]
