@@ -36,7 +36,10 @@ demo: $(STAMP)
 		--config-file output/demo/train/config.yaml --vocabulary shapes_ovd_val \
 		--input 'output/demo/datasets/shapes_ovd/val/00000[4-7].jpg' --output output/demo/pictures
 
+# Style first (ruff, pyproject.toml), then the tests.
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest tests
 
 clean-venv:

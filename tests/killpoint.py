@@ -6,6 +6,7 @@ expression of `n`, the number of calls so far) holds, the child prints KILLPOINT
 waits. `run_until_killpoint(...)` reads the child's stdout up to that line and SIGKILLs it, so the
 child is killed exactly there, whatever the machine's speed.
 """
+
 import signal
 import subprocess
 import sys
@@ -46,8 +47,9 @@ def killpoint_command(script, target, condition, *args):
 def run_until_killpoint(command, env, timeout=300):
     """Run `command`, SIGKILL it at its killpoint; fails if it ends (or times out) before."""
     with tempfile.TemporaryFile("w+") as err:  # a file: a full stderr pipe would block the child
-        proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=err,
-                                text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True
+        )
         reached = False
         try:
             for line in proc.stdout:
@@ -58,5 +60,7 @@ def run_until_killpoint(command, env, timeout=300):
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=timeout)
         err.seek(0)
-        assert reached, f"the run ended (exit {proc.returncode}) before its kill point: {err.read()[-2000:]}"
+        assert reached, (
+            f"the run ended (exit {proc.returncode}) before its kill point: {err.read()[-2000:]}"
+        )
     assert proc.returncode == -signal.SIGKILL

@@ -1,5 +1,6 @@
 """tools/run_ablation.py and the variants of tools/run_pipeline.py: a tiny real run of two variants
 that share their stages, then the table and the efficiency plot on hand-made results."""
+
 import json
 import os
 import subprocess
@@ -8,16 +9,21 @@ import pytest
 import torch
 from PIL import Image
 
-from train_workspace import REPO, tool_command
-
 import ezsd.ablation as run_ablation
 import ezsd.shapes_pipeline as run_pipeline
+
+from train_workspace import REPO, tool_command
 
 
 def _results(novel_by_variant):
     return {
-        v: dict(AP50_base=50.0, AP50_novel=n, AP50_all=40.0, AP_novel=n / 2,
-                curve=[[1, 10.0, n / 2], [2, 20.0, n]])  # fmt: skip
+        v: dict(
+            AP50_base=50.0,
+            AP50_novel=n,
+            AP50_all=40.0,
+            AP_novel=n / 2,
+            curve=[[1, 10.0, n / 2], [2, 20.0, n]],
+        )
         for v, n in novel_by_variant.items()
     }
 
@@ -36,10 +42,13 @@ def test_efficiency_curve_is_a_png(tmp_path):
     assert Image.open(path).format == "PNG"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--output-dir", "x", "--variants", "full,nope"], "unknown ['nope']"),
-    (["--output-dir", "x", "--variant", "full"], "--variant is set by run_ablation.py"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--output-dir", "x", "--variants", "full,nope"], "unknown ['nope']"),
+        (["--output-dir", "x", "--variant", "full"], "--variant is set by run_ablation.py"),
+    ],
+)
 def test_bad_arguments_are_named(argv, message):
     with pytest.raises(Exception, match=message.replace("[", r"\[").replace("]", r"\]")):
         run_ablation.parse_args(argv)
@@ -68,8 +77,17 @@ def test_scaled_schedule_is_one_detectron2_accepts(max_iter):
 def _run_toy(tool, *args):
     """Run a pipeline tool at a toy training size (batch 2, no loader workers, 8 distilled
     regions, one thread); it must succeed."""
-    command = tool_command(tool, *args, "--opts", "SOLVER.IMS_PER_BATCH", 2,
-                           "DATALOADER.NUM_WORKERS", 0, "MODEL.EZSD.DISTILL.NUM_PROPOSALS", 8)  # fmt: skip
+    command = tool_command(
+        tool,
+        *args,
+        "--opts",
+        "SOLVER.IMS_PER_BATCH",
+        2,
+        "DATALOADER.NUM_WORKERS",
+        0,
+        "MODEL.EZSD.DISTILL.NUM_PROPOSALS",
+        8,
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -79,8 +97,21 @@ def test_two_variants_share_data_text_and_features(tmp_path):
     """no_distill and vild_like (raw CLIP, random regions) at a toy size: 2 training iterations,
     evaluated after each one (6 val images: the first with novel boxes of seed 0 is the 5th)."""
     out = tmp_path / "ablation"
-    _run_toy("run_ablation.py", "--output-dir", out, "--variants", "no_distill,vild_like",
-             "--eval-period", 1, "--num-train", 4, "--num-val", 6, "--max-iter", 2)  # fmt: skip
+    _run_toy(
+        "run_ablation.py",
+        "--output-dir",
+        out,
+        "--variants",
+        "no_distill,vild_like",
+        "--eval-period",
+        1,
+        "--num-train",
+        4,
+        "--num-val",
+        6,
+        "--max-iter",
+        2,
+    )
 
     ablation = json.loads((out / "ablation.json").read_text())["variants"]
     assert sorted(ablation) == ["no_distill", "vild_like"]
@@ -101,9 +132,23 @@ def test_clip_proposals_from_the_rpn_stage(tmp_path):
     """renorm_clip_proposals at a toy size: the rpn stage trains an RPN-only model on the base
     boxes, whose candidates the features stage scores with the re-normalized CLIP."""
     out = tmp_path / "pipeline"
-    _run_toy("run_pipeline.py", "--output-dir", out, "--variant", "renorm_clip_proposals",
-             "--clip-proposals", "rpn", "--num-train", 4, "--num-val", 2, "--max-iter", 1,
-             "--rpn-max-iter", 2)  # fmt: skip
+    _run_toy(
+        "run_pipeline.py",
+        "--output-dir",
+        out,
+        "--variant",
+        "renorm_clip_proposals",
+        "--clip-proposals",
+        "rpn",
+        "--num-train",
+        4,
+        "--num-val",
+        2,
+        "--max-iter",
+        1,
+        "--rpn-max-iter",
+        2,
+    )
     results = json.loads((out / "results.json").read_text())
     assert {"rpn", "features", "train"} <= set(results["stage_seconds"])
     rpn_log = (out / "rpn" / "log.txt").read_text()
@@ -119,15 +164,22 @@ def test_clip_proposals_from_the_rpn_stage(tmp_path):
 def test_device_reaches_every_stage(tmp_path, monkeypatch):
     """--device cuda: each tool the pipeline runs gets it (--device, or MODEL.DEVICE for
     train_net.py); the commands are recorded instead of run."""
-    args = run_pipeline.parse_args(["--output-dir", str(tmp_path), "--device", "cuda",
-                                    "--clip-proposals", "rpn"])  # fmt: skip
+    args = run_pipeline.parse_args(
+        ["--output-dir", str(tmp_path), "--device", "cuda", "--clip-proposals", "rpn"]
+    )
     pipeline = run_pipeline.Pipeline(args)
     commands = []
     monkeypatch.setattr(pipeline, "run_tool", lambda stage, script, *a: commands.append((stage, a)))
     monkeypatch.setattr(pipeline, "_base_classes", lambda: ["circle"])
     for step in (pipeline.renorm, pipeline.text, pipeline.rpn, pipeline.features, pipeline.train):
         step()
-    assert sorted({stage for stage, _ in commands}) == ["features", "renorm", "rpn", "text", "train"]
+    assert sorted({stage for stage, _ in commands}) == [
+        "features",
+        "renorm",
+        "rpn",
+        "text",
+        "train",
+    ]
     for stage, command in commands:
         pairs = {(str(k), str(v)) for k, v in zip(command, command[1:])}
         assert pairs & {("--device", "cuda"), ("MODEL.DEVICE", "cuda")}, (stage, command)

@@ -3,6 +3,7 @@ fp16 with detectron2's AMPTrainer on CUDA), and SOLVER.AMP.ENABLED through train
 
 Where precision matters the predictor and the loss compute in float32 whatever autocast does:
 T * cos with T ~ 100 in bfloat16 (8 significant bits) would be off by up to ~0.4 logits."""
+
 import itertools
 
 import pytest
@@ -10,15 +11,15 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.engine import AMPTrainer, default_argument_parser
 from detectron2.modeling import build_model
+from test_predictor import _inputs, _predictor
+from test_roi_heads import _batch, _cfg
 
 from ezsd.data.datasets import register_ovd_dataset
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES
 from ezsd.engine import CPUAMPTrainer, Trainer, build_train_loop, load_config
-from ezsd.offline import precompute_cli
 from ezsd.modeling import distillation_loss
+from ezsd.offline import precompute_cli
 
-from test_predictor import _inputs, _predictor
-from test_roi_heads import _batch, _cfg
 from train_workspace import train_args
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
@@ -65,11 +66,13 @@ def test_training_step_under_bf16_autocast_has_finite_losses_and_gradients(tmp_p
     assert losses["loss_cls"].dtype == losses["loss_distill"].dtype == torch.float32
     sum(losses.values()).backward()
     heads = model.roi_heads
-    for name, p in (("embed", heads.box_head.embed.weight),
-                    ("log_temperature", heads.box_predictor.log_temperature),
-                    ("bg_score", heads.box_predictor.bg_score.weight),
-                    ("bbox_pred", heads.box_predictor.bbox_pred.weight),
-                    ("backbone res5", model.backbone.bottom_up.res5[0].conv1.weight)):  # fmt: skip
+    for name, p in (
+        ("embed", heads.box_head.embed.weight),
+        ("log_temperature", heads.box_predictor.log_temperature),
+        ("bg_score", heads.box_predictor.bg_score.weight),
+        ("bbox_pred", heads.box_predictor.bbox_pred.weight),
+        ("backbone res5", model.backbone.bottom_up.res5[0].conv1.weight),
+    ):
         assert p.grad is not None and p.grad.dtype == torch.float32, name
         assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
@@ -113,15 +116,49 @@ def test_train_net_trainer_with_solver_amp_on_cpu(shapes_workspace, tmp_path):
     if name not in DatasetCatalog.list():
         base = [c for c in CATEGORY_NAMES if c not in DEFAULT_NOVEL_CLASSES]
         data = root / "shapes_ovd"
-        register_ovd_dataset(name, str(data / "train.json"), str(data / "train"), base,
-                             DEFAULT_NOVEL_CLASSES, thing_classes=base)  # fmt: skip
+        register_ovd_dataset(
+            name,
+            str(data / "train.json"),
+            str(data / "train"),
+            base,
+            DEFAULT_NOVEL_CLASSES,
+            thing_classes=base,
+        )
     features = tmp_path / "features"
-    precompute_cli.main(list(map(str, [
-        "--dataset", name, "--output", features, "--clip", root / "clip.pt", "--anchor-preset",
-        "shapes", "--regions-per-image", 20, "--no-progress"])))  # fmt: skip
-    argv = train_args(root, tmp_path / "amp", "SOLVER.AMP.ENABLED", True, "SOLVER.MAX_ITER", 2,
-                      "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
-                      "MODEL.EZSD.DISTILL.FEATURES", features)  # fmt: skip
+    precompute_cli.main(
+        list(
+            map(
+                str,
+                [
+                    "--dataset",
+                    name,
+                    "--output",
+                    features,
+                    "--clip",
+                    root / "clip.pt",
+                    "--anchor-preset",
+                    "shapes",
+                    "--regions-per-image",
+                    20,
+                    "--no-progress",
+                ],
+            )
+        )
+    )
+    argv = train_args(
+        root,
+        tmp_path / "amp",
+        "SOLVER.AMP.ENABLED",
+        True,
+        "SOLVER.MAX_ITER",
+        2,
+        "DATASETS.TRAIN",
+        f"('{name}',)",
+        "DATASETS.TEST",
+        "()",
+        "MODEL.EZSD.DISTILL.FEATURES",
+        features,
+    )
     args = default_argument_parser().parse_args(list(map(str, argv)))
     cfg = load_config(args)
     trainer = Trainer(cfg)

@@ -12,6 +12,7 @@ exit status (uncaught exceptions print their traceback, as the interpreter does)
 and its dataset registration (which reads DETECTRON2_DATASETS) are imported fresh in each child.
 That makes a case cost its own work instead of a 3-5 s interpreter start-up.
 """
+
 import dataclasses
 import hashlib
 import json
@@ -22,12 +23,12 @@ import subprocess
 import sys
 
 import pytest
+from test_precompute import ANCHORS
 
 from ezsd.clip import save_clip_checkpoint
 from ezsd.data.feature_store import FeatureStore
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, generate_shapes_ovd
 
-from test_precompute import ANCHORS
 from tiny_clip import tiny_clip
 from train_workspace import CONFIG, train_args
 
@@ -36,7 +37,7 @@ GENERATE = os.path.join(REPO, "datasets", "prepare_shapes_ovd.py")
 DUMP, FINETUNE, PRECOMPUTE, TRAIN = (
     os.path.join(REPO, "tools", f"{name}.py")
     for name in ("dump_text_embeddings", "finetune_clip", "precompute_clip_features", "train_net")
-)  # fmt: skip
+)
 BASE = [c for c in CATEGORY_NAMES if c not in DEFAULT_NOVEL_CLASSES]
 OTHER_NOVEL = ("lemon", "coin", "orange", "leaf")  # another base/novel split of the same classes
 PRECOMPUTE_ARGS = [*ANCHORS, "--regions-per-image", "10", "--batch-size", "64", "--no-progress"]
@@ -117,9 +118,15 @@ class ToolRunner:
     def __init__(self, folder):
         self.folder, self.count = folder, 0
         with open(folder / "server.stderr", "w") as log:
-            self.proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(WORKERS)], cwd=REPO,
-                                         env=_env(folder), stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=log, text=True)  # fmt: skip
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _SERVER, str(WORKERS)],
+                cwd=REPO,
+                env=_env(folder),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
 
     def run(self, calls):
         """calls: (args, DETECTRON2_DATASETS) pairs; args[0] is the tool's path."""
@@ -132,8 +139,10 @@ class ToolRunner:
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         assert line, "the tool server died: " + _read(self.folder / "server.stderr")[-2000:]
-        return [(code, _read(job["stdout"]), _read(job["stderr"]))
-                for code, job in zip(json.loads(line), jobs)]  # fmt: skip
+        return [
+            (code, _read(job["stdout"]), _read(job["stderr"]))
+            for code, job in zip(json.loads(line), jobs)
+        ]
 
     def close(self):
         self.proc.stdin.close()
@@ -160,16 +169,42 @@ def world(tmp_path_factory, runner):
     root = tmp_path_factory.mktemp("bad_inputs")
     other = root / "other_split"
     generate_shapes_ovd(str(root / "shapes_ovd"), seed=0, num_train=4, num_val=2, image_size=64)
-    generate_shapes_ovd(str(other / "shapes_ovd"), seed=0, num_train=4, num_val=1, image_size=64,
-                        novel_classes=OTHER_NOVEL)  # fmt: skip
+    generate_shapes_ovd(
+        str(other / "shapes_ovd"),
+        seed=0,
+        num_train=4,
+        num_val=1,
+        image_size=64,
+        novel_classes=OTHER_NOVEL,
+    )
     save_clip_checkpoint(tiny_clip(), str(root / "clip.pt"))
     save_clip_checkpoint(tiny_clip(seed=1, embed_dim=16), str(root / "clip16.pt"))
-    stores = [(root, "clip.pt", "features"), (root, "clip16.pt", "features_clip16"),
-              (other, "clip.pt", "features_other_split")]  # fmt: skip
-    calls = [([PRECOMPUTE, "--dataset", "shapes_ovd_train", "--clip", root / clip, "--output",
-               root / out, *PRECOMPUTE_ARGS], data) for data, clip, out in stores]  # fmt: skip
-    for names, out in ((BASE, "text_base.npy"), (CATEGORY_NAMES, "text_all.npy"),
-                       (BASE[::-1], "text_base_reordered.npy")):  # fmt: skip
+    stores = [
+        (root, "clip.pt", "features"),
+        (root, "clip16.pt", "features_clip16"),
+        (other, "clip.pt", "features_other_split"),
+    ]
+    calls = [
+        (
+            [
+                PRECOMPUTE,
+                "--dataset",
+                "shapes_ovd_train",
+                "--clip",
+                root / clip,
+                "--output",
+                root / out,
+                *PRECOMPUTE_ARGS,
+            ],
+            data,
+        )
+        for data, clip, out in stores
+    ]
+    for names, out in (
+        (BASE, "text_base.npy"),
+        (CATEGORY_NAMES, "text_all.npy"),
+        (BASE[::-1], "text_base_reordered.npy"),
+    ):
         dump = [DUMP, "--clip", root / "clip.pt", "--names", ",".join(names), "--out", root / out]
         calls.append((dump, root))
     for code, _, err in runner.run(calls):
@@ -211,7 +246,18 @@ def _no_images(data):
 
 def _generate(d, *extra, out=None):
     out = out or d / "gen"
-    args = [GENERATE, "--out", out, "--num-train", "2", "--num-val", "1", "--image-size", "64", *extra]
+    args = [
+        GENERATE,
+        "--out",
+        out,
+        "--num-train",
+        "2",
+        "--num-val",
+        "1",
+        "--image-size",
+        "64",
+        *extra,
+    ]
     return args, os.path.join(out, "train.json")
 
 
@@ -253,30 +299,49 @@ def dump_unknown_dataset(world, d):
 
 
 def dump_missing_clip(world, d):
-    return Run(*_dump(world, d, "--dataset", "shapes_ovd_val", clip=d / "missing_clip.pt"),
-               "missing_clip.pt' is neither an existing file")  # fmt: skip
+    return Run(
+        *_dump(world, d, "--dataset", "shapes_ovd_val", clip=d / "missing_clip.pt"),
+        "missing_clip.pt' is neither an existing file",
+    )
 
 
 def dump_corrupt_clip(world, d):
     shutil.copy(world / "clip.pt", d / "cut_clip.pt")
     _truncate(d / "cut_clip.pt")
-    return Run(*_dump(world, d, "--dataset", "shapes_ovd_val", clip=d / "cut_clip.pt"),
-               "cut_clip.pt: not a CLIP checkpoint")  # fmt: skip
+    return Run(
+        *_dump(world, d, "--dataset", "shapes_ovd_val", clip=d / "cut_clip.pt"),
+        "cut_clip.pt: not a CLIP checkpoint",
+    )
 
 
 def dump_garbage_clip(world, d):
     (d / "garbage_clip.pt").write_bytes(b"not a checkpoint\n" * 100)
-    return Run(*_dump(world, d, "--dataset", "shapes_ovd_val", clip=d / "garbage_clip.pt"),
-               "garbage_clip.pt: not a CLIP checkpoint (Unsupported operand")  # fmt: skip
+    return Run(
+        *_dump(world, d, "--dataset", "shapes_ovd_val", clip=d / "garbage_clip.pt"),
+        "garbage_clip.pt: not a CLIP checkpoint (Unsupported operand",
+    )
 
 
 # ---------------------------------------------------------------- tools/finetune_clip.py
 
 
 def _finetune(world, d, clip=None):
-    args = [FINETUNE, "--clip", clip or world / "clip.pt", "--train-dataset", "shapes_ovd_train",
-            "--val-dataset", "shapes_ovd_val", "--output-dir", d / "renorm", "--epochs", "1",
-            "--images-per-batch", "2", "--no-progress"]  # fmt: skip
+    args = [
+        FINETUNE,
+        "--clip",
+        clip or world / "clip.pt",
+        "--train-dataset",
+        "shapes_ovd_train",
+        "--val-dataset",
+        "shapes_ovd_val",
+        "--output-dir",
+        d / "renorm",
+        "--epochs",
+        "1",
+        "--images-per-batch",
+        "2",
+        "--no-progress",
+    ]
     return args, str(d / "renorm" / "clip_renormalized.pt")
 
 
@@ -304,8 +369,17 @@ def finetune_truncated_json(world, d):
 
 def _precompute(world, d, *extra, output=None):
     output = output or d / "features"
-    args = [PRECOMPUTE, "--dataset", "shapes_ovd_train", "--clip", world / "clip.pt", "--output",
-            output, *PRECOMPUTE_ARGS, *extra]  # fmt: skip
+    args = [
+        PRECOMPUTE,
+        "--dataset",
+        "shapes_ovd_train",
+        "--clip",
+        world / "clip.pt",
+        "--output",
+        output,
+        *PRECOMPUTE_ARGS,
+        *extra,
+    ]
     return args, str(output / "manifest.json")
 
 
@@ -325,8 +399,13 @@ def precompute_corrupt_image_strict(world, d):
 
 def precompute_corrupt_image_skipped(world, d):
     (_copy_data(world, d) / "train" / "000001.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    return Run(*_precompute(world, d), "000001.jpg: cannot read image", root=d, ok=True,
-               check=_skipped_one("000001.jpg"))  # fmt: skip
+    return Run(
+        *_precompute(world, d),
+        "000001.jpg: cannot read image",
+        root=d,
+        ok=True,
+        check=_skipped_one("000001.jpg"),
+    )
 
 
 def precompute_missing_image_strict(world, d):
@@ -364,7 +443,9 @@ def precompute_into_store_of_other_clip(world, d):
 
 def precompute_into_store_of_other_classes(world, d):
     shutil.copytree(world / "features_other_split", d / "features")
-    return Run(*_precompute(world, d), "(class_names, data differ)")  # another split: other boxes too
+    return Run(
+        *_precompute(world, d), "(class_names, data differ)"
+    )  # another split: other boxes too
 
 
 # ---------------------------------------------------------------- tools/train_net.py
@@ -375,8 +456,10 @@ def _train(world, d, *extra):
 
 
 def train_unknown_key_in_opts(world, d):
-    return Run(*_train(world, d, "MODEL.EZSD.NO_SUCH_KEY", 1),
-               "command-line option: Non-existent key: MODEL.EZSD.NO_SUCH_KEY")  # fmt: skip
+    return Run(
+        *_train(world, d, "MODEL.EZSD.NO_SUCH_KEY", 1),
+        "command-line option: Non-existent key: MODEL.EZSD.NO_SUCH_KEY",
+    )
 
 
 def train_unknown_key_in_yaml(world, d):
@@ -389,28 +472,38 @@ def train_unknown_key_in_yaml(world, d):
 
 
 def train_text_embeddings_of_other_rows(world, d):
-    return Run(*_train(world, d, "MODEL.EZSD.TEXT_EMBEDDINGS", world / "text_all.npy"),
-               "text_all.npy (names in")  # fmt: skip
+    return Run(
+        *_train(world, d, "MODEL.EZSD.TEXT_EMBEDDINGS", world / "text_all.npy"),
+        "text_all.npy (names in",
+    )
 
 
 def train_text_embeddings_of_other_names(world, d):
-    return Run(*_train(world, d, "MODEL.EZSD.TEXT_EMBEDDINGS", world / "text_base_reordered.npy"),
-               f"class 0 is '{BASE[-1]}' but '{BASE[0]}' is expected")  # fmt: skip
+    return Run(
+        *_train(world, d, "MODEL.EZSD.TEXT_EMBEDDINGS", world / "text_base_reordered.npy"),
+        f"class 0 is '{BASE[-1]}' but '{BASE[0]}' is expected",
+    )
 
 
 def train_missing_text_embeddings(world, d):
-    return Run(*_train(world, d, "MODEL.EZSD.TEXT_EMBEDDINGS", d / "missing_text.npy"),
-               "missing_text.npy: no such file")  # fmt: skip
+    return Run(
+        *_train(world, d, "MODEL.EZSD.TEXT_EMBEDDINGS", d / "missing_text.npy"),
+        "missing_text.npy: no such file",
+    )
 
 
 def train_features_of_other_clip(world, d):
-    return Run(*_train(world, d, "MODEL.EZSD.DISTILL.FEATURES", world / "features_clip16"),
-               "features_clip16/manifest.json with CLIP")  # fmt: skip
+    return Run(
+        *_train(world, d, "MODEL.EZSD.DISTILL.FEATURES", world / "features_clip16"),
+        "features_clip16/manifest.json with CLIP",
+    )
 
 
 def train_features_of_other_classes(world, d):
-    return Run(*_train(world, d, "MODEL.EZSD.DISTILL.FEATURES", world / "features_other_split"),
-               "features_other_split: made for base classes")  # fmt: skip
+    return Run(
+        *_train(world, d, "MODEL.EZSD.DISTILL.FEATURES", world / "features_other_split"),
+        "features_other_split: made for base classes",
+    )
 
 
 def train_empty_dataset(world, d):
@@ -418,17 +511,39 @@ def train_empty_dataset(world, d):
     return Run(*_train(world, d), "train.json: holds no images", root=d)
 
 
-CASES = {f.__name__: f for f in (
-    gen_unknown_novel, gen_zero_train_images, gen_negative_val_images, gen_unwritable_output,
-    dump_empty_names, dump_unknown_dataset, dump_missing_clip, dump_corrupt_clip, dump_garbage_clip,
-    finetune_missing_clip, finetune_no_base_boxes, finetune_empty_dataset, finetune_truncated_json,
-    precompute_corrupt_image_strict, precompute_corrupt_image_skipped,
-    precompute_missing_image_strict, precompute_truncated_json, precompute_nan_negative_zero_boxes,
-    precompute_into_store_of_other_clip, precompute_into_store_of_other_classes,
-    train_unknown_key_in_opts, train_unknown_key_in_yaml, train_text_embeddings_of_other_rows,
-    train_text_embeddings_of_other_names, train_missing_text_embeddings,
-    train_features_of_other_clip, train_features_of_other_classes, train_empty_dataset,
-)}  # fmt: skip
+CASES = {
+    f.__name__: f
+    for f in (
+        gen_unknown_novel,
+        gen_zero_train_images,
+        gen_negative_val_images,
+        gen_unwritable_output,
+        dump_empty_names,
+        dump_unknown_dataset,
+        dump_missing_clip,
+        dump_corrupt_clip,
+        dump_garbage_clip,
+        finetune_missing_clip,
+        finetune_no_base_boxes,
+        finetune_empty_dataset,
+        finetune_truncated_json,
+        precompute_corrupt_image_strict,
+        precompute_corrupt_image_skipped,
+        precompute_missing_image_strict,
+        precompute_truncated_json,
+        precompute_nan_negative_zero_boxes,
+        precompute_into_store_of_other_clip,
+        precompute_into_store_of_other_classes,
+        train_unknown_key_in_opts,
+        train_unknown_key_in_yaml,
+        train_text_embeddings_of_other_rows,
+        train_text_embeddings_of_other_names,
+        train_missing_text_embeddings,
+        train_features_of_other_clip,
+        train_features_of_other_classes,
+        train_empty_dataset,
+    )
+}
 
 
 def _fingerprint(path):
@@ -442,8 +557,11 @@ def _fingerprint(path):
 def results(world, runner, request, tmp_path_factory):
     """Every selected case prepared, then all run at once: {name: (Run, status, stdout, stderr,
     output fingerprint before)}."""
-    selected = [item.callspec.params["case"] for item in request.session.items
-                if item.module.__name__ == __name__ and hasattr(item, "callspec")]  # fmt: skip
+    selected = [
+        item.callspec.params["case"]
+        for item in request.session.items
+        if item.module.__name__ == __name__ and hasattr(item, "callspec")
+    ]
     runs = {name: CASES[name](world, tmp_path_factory.mktemp(name)) for name in selected}
     before = {name: _fingerprint(run.output) for name, run in runs.items()}
     done = runner.run([(run.args, run.root or world) for run in runs.values()])

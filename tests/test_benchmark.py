@@ -1,6 +1,7 @@
 """tools/benchmark.py at the tiniest size: every figure is written, positive and finite, and every
 ratio is the quotient of its parts (a few 64 px ShapesOVD images, the tests' tiny CLIP, two
 timed iterations of each detector; well under a minute on two CPU cores)."""
+
 import glob
 import json
 import math
@@ -8,10 +9,10 @@ import os
 
 import pytest
 
+import ezsd.benchmark
 from ezsd.clip import save_clip_checkpoint
 
 from tiny_clip import tiny_clip
-import ezsd.benchmark
 from train_workspace import tiny_rpn_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,12 +31,38 @@ def run(tmp_path_factory):
     tool = _load_tool()
     out = root / "out"
     argv = [
-        "--output-dir", str(out), "--clip", str(clip_file), "--num-train", "2", "--num-val", "3",
-        "--image-size", "64", "--proposal-images", "3", "--batch-size", "64",
-        "--ceiling-batches", "2", "--ims-per-batch", "2", "--warmup-iters", "1", "--iters", "2",
-        "--rpn-weights", tiny_rpn_checkpoint(root), "--rpn-candidates", "50",
-        "--opts", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
-    ]  # fmt: skip
+        "--output-dir",
+        str(out),
+        "--clip",
+        str(clip_file),
+        "--num-train",
+        "2",
+        "--num-val",
+        "3",
+        "--image-size",
+        "64",
+        "--proposal-images",
+        "3",
+        "--batch-size",
+        "64",
+        "--ceiling-batches",
+        "2",
+        "--ims-per-batch",
+        "2",
+        "--warmup-iters",
+        "1",
+        "--iters",
+        "2",
+        "--rpn-weights",
+        tiny_rpn_checkpoint(root),
+        "--rpn-candidates",
+        "50",
+        "--opts",
+        "INPUT.MIN_SIZE_TRAIN",
+        "(64,)",
+        "INPUT.MAX_SIZE_TRAIN",
+        "64",
+    ]
     result = tool.main(argv)
     return tool, out, result
 
@@ -59,7 +86,9 @@ def test_ratios_are_quotients_of_their_parts(run):
     figures = json.loads((out / "benchmarks.json").read_text())["figures"]
     assert set(tool.RATIOS) <= set(figures)
     for ratio, (numerator, denominator) in tool.RATIOS.items():
-        assert math.isclose(figures[ratio], figures[numerator] / figures[denominator], rel_tol=1e-12)
+        assert math.isclose(
+            figures[ratio], figures[numerator] / figures[denominator], rel_tol=1e-12
+        )
 
 
 def test_context_and_official_json_layout_file(run):
@@ -72,7 +101,9 @@ def test_context_and_official_json_layout_file(run):
     storage = ctx["storage"]
     folder = out / "official_json_layout"
     assert len(list(folder.glob("*.json"))) == 2  # at the CLIP's dimension and at 512-d
-    record = json.loads((folder / f"{storage['json_image_id']}_{storage['embed_dim']}d.json").read_text())
+    record = json.loads(
+        (folder / f"{storage['json_image_id']}_{storage['embed_dim']}d.json").read_text()
+    )
     assert len(record["feat"]) == len(record["bbox"]) == storage["json_regions"]
     assert {len(f) for f in record["feat"]} == {storage["embed_dim"]}
     assert ctx["proposals"]["exhaustive"]["novel_boxes"] > 0

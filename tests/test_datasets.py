@@ -1,4 +1,5 @@
 """Open-vocabulary dataset registration: base/novel bookkeeping, no novel box in training, bad input."""
+
 import json
 import logging
 import math
@@ -24,11 +25,15 @@ CATEGORIES = [{"id": 1, "name": "lemon"}, {"id": 2, "name": "brick"}, {"id": 5, 
 
 def _write_coco(path, categories, annotations, width=100, height=80):
     data = {
-        "images": [{"id": 1, "file_name": "a.png", "width": width, "height": height},
-                   {"id": 2, "file_name": "b.png", "width": width, "height": height}],
-        "annotations": [dict(id=i + 1, iscrowd=0, area=1.0, **a) for i, a in enumerate(annotations)],
+        "images": [
+            {"id": 1, "file_name": "a.png", "width": width, "height": height},
+            {"id": 2, "file_name": "b.png", "width": width, "height": height},
+        ],
+        "annotations": [
+            dict(id=i + 1, iscrowd=0, area=1.0, **a) for i, a in enumerate(annotations)
+        ],
         "categories": categories,
-    }  # fmt: skip
+    }
     path.write_text(json.dumps(data))
     return str(path)
 
@@ -72,10 +77,14 @@ def test_builtin_shapes_ovd_metadata():
 
 
 def test_train_split_loads_base_boxes_only(tmp_path):
-    json_file = _write_coco(tmp_path / "train.json", CATEGORIES[:2], [
-        dict(image_id=1, category_id=1, bbox=[10, 10, 20, 20]),
-        dict(image_id=2, category_id=2, bbox=[5, 5, 30, 10]),
-    ])  # fmt: skip
+    json_file = _write_coco(
+        tmp_path / "train.json",
+        CATEGORIES[:2],
+        [
+            dict(image_id=1, category_id=1, bbox=[10, 10, 20, 20]),
+            dict(image_id=2, category_id=2, bbox=[5, 5, 30, 10]),
+        ],
+    )
     _register("_t_train", json_file, str(tmp_path), novel_annotated=False)
     dicts = DatasetCatalog.get("_t_train")
     assert MetadataCatalog.get("_t_train").thing_classes == ["lemon", "brick"]
@@ -83,19 +92,27 @@ def test_train_split_loads_base_boxes_only(tmp_path):
 
 
 def test_train_split_with_a_novel_category_is_refused(tmp_path):
-    json_file = _write_coco(tmp_path / "train.json", CATEGORIES, [
-        dict(image_id=1, category_id=5, bbox=[10, 10, 20, 20]),
-    ])  # fmt: skip
+    json_file = _write_coco(
+        tmp_path / "train.json",
+        CATEGORIES,
+        [
+            dict(image_id=1, category_id=5, bbox=[10, 10, 20, 20]),
+        ],
+    )
     _register("_t_leak", json_file, str(tmp_path), novel_annotated=False)
     with pytest.raises(UserInputError, match=r"train\.json: holds the novel categories \['lime'\]"):
         DatasetCatalog.get("_t_leak")
 
 
 def test_eval_split_keeps_all_classes_and_ids(tmp_path):
-    json_file = _write_coco(tmp_path / "val.json", CATEGORIES, [
-        dict(image_id=1, category_id=5, bbox=[10, 10, 20, 20]),
-        dict(image_id=1, category_id=2, bbox=[1, 1, 5, 5]),
-    ])  # fmt: skip
+    json_file = _write_coco(
+        tmp_path / "val.json",
+        CATEGORIES,
+        [
+            dict(image_id=1, category_id=5, bbox=[10, 10, 20, 20]),
+            dict(image_id=1, category_id=2, bbox=[1, 1, 5, 5]),
+        ],
+    )
     _register("_t_val", json_file, str(tmp_path), novel_annotated=True)
     dicts = DatasetCatalog.get("_t_val")
     meta = MetadataCatalog.get("_t_val")
@@ -105,14 +122,18 @@ def test_eval_split_keeps_all_classes_and_ids(tmp_path):
 
 
 def test_invalid_boxes_are_dropped_with_a_counted_warning(tmp_path, caplog):
-    json_file = _write_coco(tmp_path / "val.json", CATEGORIES, [
-        dict(image_id=1, category_id=1, bbox=[10, 10, 20, 20]),      # valid
-        dict(image_id=1, category_id=1, bbox=[10, 10, 0, 20]),       # zero width
-        dict(image_id=1, category_id=2, bbox=[10, 10, -5, 20]),      # negative width
-        dict(image_id=2, category_id=2, bbox=[200, 10, 20, 20]),     # outside the image
-        dict(image_id=2, category_id=5, bbox=[float("nan"), 1, 3, 3]),  # not finite
-        dict(image_id=2, category_id=5, bbox=[90, 70, 20, 20]),      # reaches past the border
-    ])  # fmt: skip
+    json_file = _write_coco(
+        tmp_path / "val.json",
+        CATEGORIES,
+        [
+            dict(image_id=1, category_id=1, bbox=[10, 10, 20, 20]),  # valid
+            dict(image_id=1, category_id=1, bbox=[10, 10, 0, 20]),  # zero width
+            dict(image_id=1, category_id=2, bbox=[10, 10, -5, 20]),  # negative width
+            dict(image_id=2, category_id=2, bbox=[200, 10, 20, 20]),  # outside the image
+            dict(image_id=2, category_id=5, bbox=[float("nan"), 1, 3, 3]),  # not finite
+            dict(image_id=2, category_id=5, bbox=[90, 70, 20, 20]),  # reaches past the border
+        ],
+    )
     _register("_t_bad_boxes", json_file, str(tmp_path), novel_annotated=True)
     with caplog.at_level(logging.WARNING):
         dicts = DatasetCatalog.get("_t_bad_boxes")
@@ -125,9 +146,13 @@ def test_invalid_boxes_are_dropped_with_a_counted_warning(tmp_path, caplog):
 
 @pytest.mark.parametrize(
     "problem, message",
-    [("missing_json", "annotation file not found"), ("truncated_json", "not valid JSON"),
-     ("missing_images", "image folder not found"), ("wrong_classes", "do not match")],
-)  # fmt: skip
+    [
+        ("missing_json", "annotation file not found"),
+        ("truncated_json", "not valid JSON"),
+        ("missing_images", "image folder not found"),
+        ("wrong_classes", "do not match"),
+    ],
+)
 def test_bad_dataset_files_give_one_line_errors(tmp_path, problem, message):
     json_file = _write_coco(tmp_path / "val.json", CATEGORIES, [])
     image_root = str(tmp_path)
@@ -155,11 +180,14 @@ def test_lvis_train_split_refuses_rare_boxes_and_remaps_ids(tmp_path):
     images = [{"id": 1, "width": 50, "height": 50, "coco_url": "http://x/train2017/1.jpg"}]
 
     def write(name, annotations):
-        annotations = [dict(id=i + 1, image_id=1, area=1.0, segmentation=[[1, 1, 9, 1, 9, 9]], **a)
-                       for i, a in enumerate(annotations)]
+        annotations = [
+            dict(id=i + 1, image_id=1, area=1.0, segmentation=[[1, 1, 9, 1, 9, 9]], **a)
+            for i, a in enumerate(annotations)
+        ]
         path = tmp_path / name
-        path.write_text(json.dumps({"images": images, "annotations": annotations,
-                                    "categories": categories}))  # fmt: skip
+        path.write_text(
+            json.dumps({"images": images, "annotations": annotations, "categories": categories})
+        )
         return str(path)
 
     good = write("good.json", [dict(category_id=3, bbox=[1, 1, 9, 9])])
@@ -177,13 +205,18 @@ def test_lvis_train_split_refuses_rare_boxes_and_remaps_ids(tmp_path):
 def test_prepare_coco_ovd_writes_both_splits(tmp_path):
     names = list(COCO_OVD_BASE_CLASSES + COCO_OVD_NOVEL_CLASSES) + ["dining table"]
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(names)]
-    annotations = [
-        dict(image_id=1, category_id=c["id"], bbox=[1, 1, 5, 5]) for c in categories
-    ]
+    annotations = [dict(image_id=1, category_id=c["id"], bbox=[1, 1, 5, 5]) for c in categories]
     for split in ("train2017", "val2017"):
         _write_coco(tmp_path / f"instances_{split}.json", categories, annotations)
-    subprocess.run([sys.executable, os.path.join(REPO, "datasets", "prepare_coco_ovd.py"),
-                    "--annotations", str(tmp_path)], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "datasets", "prepare_coco_ovd.py"),
+            "--annotations",
+            str(tmp_path),
+        ],
+        check=True,
+    )
     train = json.loads((tmp_path / "ovd_instances_train2017_base.json").read_text())
     val = json.loads((tmp_path / "ovd_instances_val2017_all.json").read_text())
     novel_ids = {c["id"] for c in categories if c["name"] in COCO_OVD_NOVEL_CLASSES}
@@ -194,8 +227,16 @@ def test_prepare_coco_ovd_writes_both_splits(tmp_path):
 
 
 def test_prepare_coco_ovd_missing_input_is_one_line_error(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(REPO, "datasets", "prepare_coco_ovd.py"),
-                             "--annotations", str(tmp_path)], capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "datasets", "prepare_coco_ovd.py"),
+            "--annotations",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "instances_train2017.json: file not found" in result.stderr
@@ -211,7 +252,10 @@ def test_shapes_ovd_split_file_is_read_in_category_order(tmp_path):
     split = tmp_path / "shapes_ovd" / "split.json"
     split.write_text(json.dumps({"base": [], "novel": ["umbrella", "apple", "clock"]}))
     assert list(shapes_ovd_novel_classes(str(tmp_path))) == [
-        n for n in CATEGORY_NAMES if n in ("umbrella", "apple", "clock")]
+        n for n in CATEGORY_NAMES if n in ("umbrella", "apple", "clock")
+    ]
     split.write_text(json.dumps({"base": [], "novel": ["apple", "kiwi"]}))
-    with pytest.raises(UserInputError, match="split.json: --novel: 'kiwi' is not a ShapesOVD category"):
+    with pytest.raises(
+        UserInputError, match="split.json: --novel: 'kiwi' is not a ShapesOVD category"
+    ):
         shapes_ovd_novel_classes(str(tmp_path))

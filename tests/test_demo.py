@@ -1,6 +1,7 @@
 """tools/demo.py with a tiny random EZSD model (the ShapesOVD config) and a tiny CLIP on generated
 images: a dataset's vocabulary, a custom one (computed once, then read from the cache), the PNGs
 and detections.json, and bad input as a one-line error that writes nothing."""
+
 import json
 import logging
 import os
@@ -14,14 +15,14 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from PIL import Image
 
+import ezsd.demo
+import ezsd.predictor
 from ezsd import add_ezsd_config
 from ezsd.clip import save_clip_checkpoint, save_text_embeddings, text_embeddings
 
-import ezsd.demo
-import ezsd.predictor
+from tiny_clip import EMBED_DIM, tiny_clip
 from train_workspace import CONFIG
 from train_workspace import run_tool as _tool
-from tiny_clip import EMBED_DIM, tiny_clip
 
 CUSTOM = ["teapot", "violin", "red kite"]
 IMAGE_SIZES = {"a.png": (96, 80), "b.jpg": (64, 64)}  # file: (width, height)
@@ -52,7 +53,7 @@ def workspace(tmp_path_factory):
     rng = np.random.default_rng(0)
     for name, (w, h) in IMAGE_SIZES.items():
         pixels = np.full((h, w, 3), 200, np.uint8)
-        pixels[h // 4: h // 2, w // 4: w // 2] = rng.integers(0, 255, 3)  # a coloured box
+        pixels[h // 4 : h // 2, w // 4 : w // 2] = rng.integers(0, 255, 3)  # a coloured box
         Image.fromarray(pixels).save(images / name)
     (images / "notes.txt").write_text("not an image")  # folders yield their images only
 
@@ -64,11 +65,23 @@ def workspace(tmp_path_factory):
         save_text_embeddings(str(root / out), text_embeddings(clip_model, names).numpy(), names)
 
     opts = [
-        "MODEL.DEVICE", "cpu", "MODEL.EZSD.EMBED_DIM", EMBED_DIM, "MODEL.EZSD.CLIP.MODEL", clip_file,
-        "MODEL.EZSD.TEXT_EMBEDDINGS", root / "text_base.npy",
-        "MODEL.EZSD.TEST_TEXT_EMBEDDINGS", root / "text_all.npy",
-        "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 96, "TEST.DETECTIONS_PER_IMAGE", 5,
-    ]  # fmt: skip
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.EZSD.EMBED_DIM",
+        EMBED_DIM,
+        "MODEL.EZSD.CLIP.MODEL",
+        clip_file,
+        "MODEL.EZSD.TEXT_EMBEDDINGS",
+        root / "text_base.npy",
+        "MODEL.EZSD.TEST_TEXT_EMBEDDINGS",
+        root / "text_all.npy",
+        "INPUT.MIN_SIZE_TEST",
+        64,
+        "INPUT.MAX_SIZE_TEST",
+        96,
+        "TEST.DETECTIONS_PER_IMAGE",
+        5,
+    ]
     opts = [str(x) for x in opts]
     cfg = get_cfg()
     add_ezsd_config(cfg)
@@ -119,9 +132,22 @@ def test_dataset_vocabulary_from_the_runs_config(workspace):
     dataset's names), no CLIP and no cache."""
     root, _, env = workspace
     out, cache = root / "out_dataset", root / "cache_dataset"
-    result = _tool("demo.py", "--config-file", root / "run" / "config.yaml",
-                   "--input", root / "images", "--output", out, "--vocabulary", "shapes_ovd_val",
-                   "--confidence-threshold", 0, "--cache-dir", cache, env=env)  # fmt: skip
+    result = _tool(
+        "demo.py",
+        "--config-file",
+        root / "run" / "config.yaml",
+        "--input",
+        root / "images",
+        "--output",
+        out,
+        "--vocabulary",
+        "shapes_ovd_val",
+        "--confidence-threshold",
+        0,
+        "--cache-dir",
+        cache,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     _outputs(out, list(MetadataCatalog.get("shapes_ovd_val").thing_classes))
     assert "text_all.npy (MODEL.EZSD.TEST_TEXT_EMBEDDINGS)" in result.stdout
@@ -132,8 +158,21 @@ def test_dataset_vocabulary_from_the_runs_config(workspace):
 def test_custom_vocabulary_is_computed_once_then_cached(workspace, demo, monkeypatch):
     root, opts, env = workspace
     cache = root / "cache_custom"
-    args = ["--config-file", CONFIG, "--output", "OUT", "--custom-vocabulary", " , ".join(CUSTOM),
-            "--confidence-threshold", 0, "--cpu", "--cache-dir", cache, "--opts", *opts]  # fmt: skip
+    args = [
+        "--config-file",
+        CONFIG,
+        "--output",
+        "OUT",
+        "--custom-vocabulary",
+        " , ".join(CUSTOM),
+        "--confidence-threshold",
+        0,
+        "--cpu",
+        "--cache-dir",
+        cache,
+        "--opts",
+        *opts,
+    ]
 
     def with_output(out):
         return [str(out if a == "OUT" else a) for a in args]
@@ -153,8 +192,15 @@ def test_custom_vocabulary_is_computed_once_then_cached(workspace, demo, monkeyp
         raise AssertionError("CLIP was loaded although the text embeddings are cached")
 
     monkeypatch.setattr(ezsd.predictor, "load_clip", no_clip)
-    demo.main(["--input", str(root / "images" / "*.*g"), "--picture-size", "0",
-               *with_output(root / "out_custom2")])
+    demo.main(
+        [
+            "--input",
+            str(root / "images" / "*.*g"),
+            "--picture-size",
+            "0",
+            *with_output(root / "out_custom2"),
+        ]
+    )
     _outputs(root / "out_custom2", CUSTOM, picture_size=0)
     assert sorted(os.listdir(cache)) == cached and os.stat(cache / cached[1]).st_mtime_ns == stamp
 
@@ -167,10 +213,16 @@ def test_custom_vocabulary_is_computed_once_then_cached(workspace, demo, monkeyp
         ({"--input": ["broken.png"]}, "broken.png: not a readable image"),
         ({"--input": ["images/*.gif"]}, "'images/*.gif': the pattern matches no file"),
         ({"--input": ["empty"]}, "empty: the folder holds no image"),
-        ({"--vocabulary": ["no_such_dataset"]}, "'no_such_dataset' is neither 'custom' nor a registered dataset"),
+        (
+            {"--vocabulary": ["no_such_dataset"]},
+            "'no_such_dataset' is neither 'custom' nor a registered dataset",
+        ),
         ({"--vocabulary": ["custom"]}, "--vocabulary custom needs --custom-vocabulary"),
         ({"--vocabulary": ["custom"], "--custom-vocabulary": [" , ,"]}, "holds no class name"),
-        ({"--vocabulary": ["custom"], "--custom-vocabulary": ["cup,mug,cup"]}, "names a class twice: cup"),
+        (
+            {"--vocabulary": ["custom"], "--custom-vocabulary": ["cup,mug,cup"]},
+            "names a class twice: cup",
+        ),
         ({"--custom-vocabulary": ["cup"]}, "--custom-vocabulary needs --vocabulary custom"),
         ({"--output": ["broken.png"]}, "--output broken.png: exists and is not a folder"),
         ({"--confidence-threshold": ["1.5"]}, "--confidence-threshold 1.5 is not in [0, 1]"),
@@ -178,15 +230,21 @@ def test_custom_vocabulary_is_computed_once_then_cached(workspace, demo, monkeyp
         ({"--opts": ["MODEL.WEIGHTS", "missing.pth"]}, "MODEL.WEIGHTS missing.pth: no such file"),
         ({"--opts": ["MODEL.ROI_BOX_HEAD.FC_DIM", "64"]}, "does not fit the model of"),
     ],
-)  # fmt: skip
-def test_bad_input_is_a_one_line_error_and_writes_nothing(workspace, demo, tmp_path, monkeypatch,
-                                                          capsys, change, message):  # fmt: skip
+)
+def test_bad_input_is_a_one_line_error_and_writes_nothing(
+    workspace, demo, tmp_path, monkeypatch, capsys, change, message
+):
     root, opts, _ = workspace
     monkeypatch.chdir(root)
     (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (root / "empty").mkdir(exist_ok=True)
-    args = {"--config-file": [CONFIG], "--input": ["images"], "--output": [str(tmp_path / "out")],
-            "--vocabulary": ["shapes_ovd_val"], "--cache-dir": [str(tmp_path / "cache")]}  # fmt: skip
+    args = {
+        "--config-file": [CONFIG],
+        "--input": ["images"],
+        "--output": [str(tmp_path / "out")],
+        "--vocabulary": ["shapes_ovd_val"],
+        "--cache-dir": [str(tmp_path / "cache")],
+    }
     args.update({k: v for k, v in change.items() if k != "--opts"})
     argv = [x for key, values in args.items() for x in (key, *values)]
     argv += ["--opts", *opts, *change.get("--opts", [])]

@@ -1,5 +1,6 @@
 """CLIP as the region classifier (ezsd.clip.region_detections, tools/eval_clip_regions.py):
 scoring against the vocabulary, the three box sources, and the tool on the toy workspace."""
+
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ from detectron2.structures import BoxMode
 
 from ezsd.clip import clip_region_instances, encode_regions, region_boxes, region_recall
 from ezsd.utils.errors import UserInputError
+
 from tiny_clip import tiny_clip
 from train_workspace import REPO, run_tool
 
@@ -30,7 +32,9 @@ def test_each_box_is_scored_highest_for_the_text_that_is_its_own_embedding():
         assert found.pred_classes[mine][found.scores[mine].argmax()] == i
         assert torch.isclose(found.scores[mine].sum(), torch.tensor(1.0), atol=1e-4)  # a softmax
     best = clip_region_instances(model, image, BOXES, text, detections_per_image=4)
-    assert len(best) == 4 and torch.equal(best.scores, found.scores.sort(descending=True).values[:4])
+    assert len(best) == 4 and torch.equal(
+        best.scores, found.scores.sort(descending=True).values[:4]
+    )
     assert len(clip_region_instances(model, image, np.zeros((0, 4)), text)) == 0
 
 
@@ -53,12 +57,20 @@ def test_boxes_from_ground_truth_proposal_files_and_detector_results(tmp_path):
     assert list(from_files) == [1] and from_files[1].tolist() == ranked[:3].tolist()
 
     results = tmp_path / "coco_instances_results.json"
-    results.write_text(json.dumps([
-        dict(image_id=1, bbox=[0, 0, 10, 10], score=0.3, category_id=1),
-        dict(image_id=1, bbox=[5, 5, 10, 10], score=0.5, category_id=1),
-        dict(image_id=1, bbox=[0, 0, 10, 10], score=0.9, category_id=2),  # same box, other class
-        dict(image_id=99, bbox=[1, 1, 2, 2], score=1.0, category_id=1),  # not in the dataset
-    ]))  # fmt: skip
+    results.write_text(
+        json.dumps(
+            [
+                dict(image_id=1, bbox=[0, 0, 10, 10], score=0.3, category_id=1),
+                dict(image_id=1, bbox=[5, 5, 10, 10], score=0.5, category_id=1),
+                dict(
+                    image_id=1, bbox=[0, 0, 10, 10], score=0.9, category_id=2
+                ),  # same box, other class
+                dict(
+                    image_id=99, bbox=[1, 1, 2, 2], score=1.0, category_id=1
+                ),  # not in the dataset
+            ]
+        )
+    )
     from_results = region_boxes(str(results), records, top_k=100)
     assert list(from_results) == [1]
     assert from_results[1].tolist() == [[0, 0, 10, 10], [5, 5, 15, 15]]  # distinct, best first
@@ -67,8 +79,9 @@ def test_boxes_from_ground_truth_proposal_files_and_detector_results(tmp_path):
 
 def test_recall_counts_the_gt_boxes_some_region_covers_at_iou_half():
     records = _records()
-    records[0]["annotations"].append(dict(bbox=[100, 100, 10, 10], bbox_mode=BoxMode.XYWH_ABS,
-                                          category_id=1))  # fmt: skip
+    records[0]["annotations"].append(
+        dict(bbox=[100, 100, 10, 10], bbox_mode=BoxMode.XYWH_ABS, category_id=1)
+    )
     names = ["cup", "fork"]
     groups = dict(base=["cup"], novel=["fork"], all=names)
     covering = {1: np.array([[10, 20, 40, 55], [0, 0, 3, 3]], np.float32)}  # IoU 35/40 with the cup
@@ -79,12 +92,15 @@ def test_recall_counts_the_gt_boxes_some_region_covers_at_iou_half():
     assert region_recall(records, {}, names, groups)["all"][1] == 0  # no image evaluated
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "not 'gt', a proposals folder or a results json"),
-    ("{not json", "not a COCO results json"),
-    ('[{"image_id": 1}]', "not a COCO results json"),
-    ('[{"image_id": 7, "bbox": [0, 0, 1, 1], "score": 1.0}]', "no result for any image"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "not 'gt', a proposals folder or a results json"),
+        ("{not json", "not a COCO results json"),
+        ('[{"image_id": 1}]', "not a COCO results json"),
+        ('[{"image_id": 7, "bbox": [0, 0, 1, 1], "score": 1.0}]', "no result for any image"),
+    ],
+)
 def test_bad_region_sources_are_named(tmp_path, content, message):
     path = tmp_path / "regions.json"
     if content is not None:
@@ -98,8 +114,18 @@ def test_tool_on_ground_truth_boxes(shapes_workspace, tmp_path):
     """Exact boxes: every detection that is right is right at any IoU, so AP equals AP50."""
     root, env = shapes_workspace
     clip = f"{REPO}/weights/shapes_clip_vit.pt"
-    result = run_tool("eval_clip_regions.py", "--clip", clip, "--dataset", "shapes_ovd_val",
-                      "--regions", "gt", "--output", tmp_path, env=env)  # fmt: skip
+    result = run_tool(
+        "eval_clip_regions.py",
+        "--clip",
+        clip,
+        "--dataset",
+        "shapes_ovd_val",
+        "--regions",
+        "gt",
+        "--output",
+        tmp_path,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     bbox = json.loads((tmp_path / "ovd_metrics.json").read_text())["bbox"]
     for group in ("base", "novel", "all"):
@@ -110,18 +136,41 @@ def test_tool_on_ground_truth_boxes(shapes_workspace, tmp_path):
     assert report["recall"] == dict(base=1.0, novel=1.0, all=1.0) and report["images"] == 3
     assert report["AP50_novel"] == bbox["AP50_novel"]
 
-    bad = run_tool("eval_clip_regions.py", "--clip", clip, "--dataset", "shapes_ovd_train",
-                   "--regions", "gt", "--output", tmp_path / "x", env=env)  # fmt: skip
+    bad = run_tool(
+        "eval_clip_regions.py",
+        "--clip",
+        clip,
+        "--dataset",
+        "shapes_ovd_train",
+        "--regions",
+        "gt",
+        "--output",
+        tmp_path / "x",
+        env=env,
+    )
     assert bad.returncode == 2
     assert not (tmp_path / "x").exists()  # nothing written for a refused input
     assert bad.stderr.strip().splitlines()[-1] == (
         "error: --dataset 'shapes_ovd_train' has no novel boxes: use an evaluation split "
-        "(register_ovd_dataset(..., novel_annotated=True))")  # fmt: skip
+        "(register_ovd_dataset(..., novel_annotated=True))"
+    )
 
 
 def test_tool_refuses_an_output_under_a_file(shapes_workspace, tmp_path):
     root, env = shapes_workspace
     (tmp_path / "file").write_text("")
-    bad = run_tool("eval_clip_regions.py", "--clip", f"{REPO}/weights/shapes_clip_vit.pt", "--dataset",
-                   "shapes_ovd_val", "--regions", "gt", "--output", tmp_path / "file" / "out", env=env)  # fmt: skip
-    assert bad.returncode == 2 and "--output" in bad.stderr.strip().splitlines()[-1], bad.stderr[-1000:]
+    bad = run_tool(
+        "eval_clip_regions.py",
+        "--clip",
+        f"{REPO}/weights/shapes_clip_vit.pt",
+        "--dataset",
+        "shapes_ovd_val",
+        "--regions",
+        "gt",
+        "--output",
+        tmp_path / "file" / "out",
+        env=env,
+    )
+    assert bad.returncode == 2 and "--output" in bad.stderr.strip().splitlines()[-1], bad.stderr[
+        -1000:
+    ]

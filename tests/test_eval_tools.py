@@ -1,6 +1,7 @@
 """The evaluation tools of a trained model's parts: tools/eval_on_gt_boxes.py (the detector's
 classifier on GT boxes) and `python -m ezsd.offline.recall` (proposal recall), on a generated
 3-image ShapesOVD split and a randomly initialised ShapesOVD detector (CPU)."""
+
 import json
 import os
 import subprocess
@@ -17,7 +18,8 @@ from detectron2.structures import BoxMode
 from ezsd.config import load_ezsd_config
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, generate_shapes_ovd
 from ezsd.data.text_embedding_file import save_text_embeddings
-from ezsd.evaluation.gt_boxes import detect_on_boxes, evaluate_on_gt_boxes, main as eval_on_gt_main
+from ezsd.evaluation.gt_boxes import detect_on_boxes, evaluate_on_gt_boxes
+from ezsd.evaluation.gt_boxes import main as eval_on_gt_main
 from ezsd.utils.errors import UserInputError
 
 from train_workspace import CONFIG, REPO, SHAPES_BASE, register_shapes_splits
@@ -34,15 +36,35 @@ def detector(tmp_path_factory):
     generate_shapes_ovd(str(root / "shapes_ovd"), seed=0, num_train=1, num_val=3, image_size=128)
     register_shapes_splits(root / "shapes_ovd", TRAIN, VAL)
     for name, names in (("base", SHAPES_BASE), ("all", CATEGORY_NAMES)):
-        emb = F.normalize(torch.randn(len(names), D, generator=torch.Generator().manual_seed(1)), dim=1)
+        emb = F.normalize(
+            torch.randn(len(names), D, generator=torch.Generator().manual_seed(1)), dim=1
+        )
         save_text_embeddings(str(root / f"{name}.npy"), emb.numpy(), list(names))
-    cfg = load_ezsd_config(CONFIG, [
-        "MODEL.DEVICE", "cpu", "MODEL.EZSD.EMBED_DIM", D, "MODEL.EZSD.CLIP.MODEL", "ViT-B/32",
-        "MODEL.EZSD.TEXT_EMBEDDINGS", str(root / "base.npy"),
-        "MODEL.EZSD.TEST_TEXT_EMBEDDINGS", str(root / "all.npy"),
-        "DATASETS.TRAIN", f"('{TRAIN}',)", "DATASETS.TEST", f"('{VAL}',)",
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0, "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 96,  # resized: boxes mapped both ways
-    ])  # fmt: skip
+    cfg = load_ezsd_config(
+        CONFIG,
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.EZSD.EMBED_DIM",
+            D,
+            "MODEL.EZSD.CLIP.MODEL",
+            "ViT-B/32",
+            "MODEL.EZSD.TEXT_EMBEDDINGS",
+            str(root / "base.npy"),
+            "MODEL.EZSD.TEST_TEXT_EMBEDDINGS",
+            str(root / "all.npy"),
+            "DATASETS.TRAIN",
+            f"('{TRAIN}',)",
+            "DATASETS.TEST",
+            f"('{VAL}',)",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+            0.0,
+            "INPUT.MIN_SIZE_TEST",
+            96,
+            "INPUT.MAX_SIZE_TEST",
+            96,  # resized: boxes mapped both ways
+        ],
+    )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     cfg.MODEL.WEIGHTS = str(root / "model.pth")
@@ -67,7 +89,10 @@ def test_detections_on_given_boxes_keep_the_boxes_unless_regressed(detector):
     assert match.any(1).all() and match.any(0).all()
     assert kept.pred_classes.max() < len(CATEGORY_NAMES)  # the inference vocabulary's classes
     moved = detect_on_boxes(model, image, boxes, regress=True)
-    assert len(moved) > 0 and not (moved.pred_boxes.tensor[:, None] == boxes[None]).all(-1).any(1).all()
+    assert (
+        len(moved) > 0
+        and not (moved.pred_boxes.tensor[:, None] == boxes[None]).all(-1).any(1).all()
+    )
     assert len(detect_on_boxes(model, image, torch.zeros(0, 4))) == 0
 
 
@@ -90,15 +115,23 @@ def test_a_classifier_right_on_every_box_gets_ap50_100(detector, monkeypatch):
     random = evaluate_on_gt_boxes(cfg, model, VAL)
     monkeypatch.setattr(predictor, "predict_probs", oracle)
     right = evaluate_on_gt_boxes(cfg, model, VAL)
-    assert right["AP50_base"] == pytest.approx(100.0) and right["AP50_novel"] == pytest.approx(100.0)
+    assert right["AP50_base"] == pytest.approx(100.0) and right["AP50_novel"] == pytest.approx(
+        100.0
+    )
     assert random["AP50_all"] < 90.0
 
 
 def test_eval_on_gt_boxes_command_line(detector, tmp_path, capsys):
     _, _, config_file = detector
-    result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "eval_on_gt_boxes.py"), "--help"],
-                            capture_output=True, text=True, cwd=REPO)  # fmt: skip
-    assert result.returncode == 0 and "--config-file" in result.stdout and "--regress" in result.stdout
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "eval_on_gt_boxes.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert (
+        result.returncode == 0 and "--config-file" in result.stdout and "--regress" in result.stdout
+    )
     out = eval_on_gt_main(["--config-file", config_file, "--output", str(tmp_path / "out")])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == out and printed["dataset"] == VAL and printed["boxes"] == "gt"
@@ -115,18 +148,27 @@ def test_proposal_recall_command_line(detector, tmp_path, capsys):
     one box far from every object: recall 0 at k=1, 1 at k=1+most, printed as JSON."""
     from ezsd.offline.recall import main as recall_main
 
-    result = subprocess.run([sys.executable, "-m", "ezsd.offline.recall", "--help"],
-                            capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "ezsd.offline.recall", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 0
     for option in ("--dataset", "--proposals", "--k", "--iou", "--group", "--max-images"):
         assert option in result.stdout
     records = DatasetCatalog.get(VAL)
     most = max(len(r["annotations"]) for r in records)
     for record in records:
-        gt = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]]
+        gt = [
+            BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+            for a in record["annotations"]
+        ]
         boxes = np.array([[500, 500, 510, 510], *gt], dtype=np.float32).reshape(-1, 4)
         np.savez(tmp_path / f"{record['image_id']}.npz", boxes=boxes, num_encodings=3)
-    recall_main(["--dataset", VAL, "--proposals", str(tmp_path), "--k", f"1,{1 + most}", "--group", "novel"])
+    recall_main(
+        ["--dataset", VAL, "--proposals", str(tmp_path), "--k", f"1,{1 + most}", "--group", "novel"]
+    )
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["recall"] == {"1": 0.0, str(1 + most): 1.0} and printed["gt_boxes"] > 0
     with pytest.raises(SystemExit):

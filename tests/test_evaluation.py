@@ -1,6 +1,6 @@
 """Open-vocabulary evaluators: base/novel AP checked against an independent pycocotools run."""
+
 import json
-import os
 
 import numpy as np
 import pytest
@@ -22,17 +22,33 @@ def _scene(seed, num_images=6):
     rng = np.random.default_rng(seed)
     images, annotations, predictions = [], [], []
     for image_id in range(1, num_images + 1):
-        images.append({"id": image_id, "file_name": f"{image_id}.png", "width": 200, "height": 150,
-                       "coco_url": f"http://x/val2017/{image_id}.png", "neg_category_ids": [],
-                       "not_exhaustive_category_ids": []})  # fmt: skip
+        images.append(
+            {
+                "id": image_id,
+                "file_name": f"{image_id}.png",
+                "width": 200,
+                "height": 150,
+                "coco_url": f"http://x/val2017/{image_id}.png",
+                "neg_category_ids": [],
+                "not_exhaustive_category_ids": [],
+            }
+        )
         boxes, classes, scores = [], [], []
         for _ in range(rng.integers(2, 6)):
             x, y = rng.uniform(0, 120), rng.uniform(0, 90)
             w, h = rng.uniform(10, 60), rng.uniform(10, 50)
             cat = int(rng.integers(1, 5))
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
-                                "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                    "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+                }
+            )
             jitter = rng.normal(0, 4, 4)
             pred_cat = cat if rng.uniform() < 0.7 else int(rng.integers(1, 5))
             boxes.append([x + jitter[0], y + jitter[1], x + w + jitter[2], y + h + jitter[3]])
@@ -43,9 +59,12 @@ def _scene(seed, num_images=6):
             boxes.append([x, y, x + 20, y + 20])
             classes.append(int(rng.integers(0, 4)))
             scores.append(rng.uniform(0, 0.8))
-        inst = Instances((150, 200), pred_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
-                         pred_classes=torch.tensor(classes), scores=torch.tensor(scores,
-                                                                                 dtype=torch.float32))  # fmt: skip
+        inst = Instances(
+            (150, 200),
+            pred_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
+            pred_classes=torch.tensor(classes),
+            scores=torch.tensor(scores, dtype=torch.float32),
+        )
         predictions.append(({"image_id": image_id}, {"instances": inst}))
     return images, annotations, predictions
 
@@ -74,19 +93,32 @@ def test_coco_ovd_metrics_match_pycocotools_on_class_subsets(tmp_path, seed):
     images, annotations, predictions = _scene(seed)
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(NAMES)]
     json_file = tmp_path / "val.json"
-    json_file.write_text(json.dumps({"images": images, "annotations": annotations,
-                                     "categories": categories}))  # fmt: skip
+    json_file.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
     name = f"_t_eval_coco_{seed}"
-    register_ovd_dataset(name, str(json_file), str(tmp_path), ["lemon", "brick"], NOVEL,
-                         novel_annotated=True, thing_classes=NAMES)  # fmt: skip
+    register_ovd_dataset(
+        name,
+        str(json_file),
+        str(tmp_path),
+        ["lemon", "brick"],
+        NOVEL,
+        novel_annotated=True,
+        thing_classes=NAMES,
+    )
     out_dir = tmp_path / "inference"
-    results = _run(OVDCOCOEvaluator(name, tasks=("bbox",), distributed=False,
-                                    output_dir=str(out_dir)), predictions)["bbox"]  # fmt: skip
+    results = _run(
+        OVDCOCOEvaluator(name, tasks=("bbox",), distributed=False, output_dir=str(out_dir)),
+        predictions,
+    )["bbox"]
     results_file = str(out_dir / "coco_instances_results.json")
     for group, names in (("base", ["lemon", "brick"]), ("novel", NOVEL), ("all", NAMES)):
         for metric, iou in (("AP50", 0.5), ("AP", None)):
             expected = _pycocotools_ap(str(json_file), results_file, names, iou)
-            assert results[f"{metric}_{group}"] == pytest.approx(expected, abs=1e-6), (metric, group)
+            assert results[f"{metric}_{group}"] == pytest.approx(expected, abs=1e-6), (
+                metric,
+                group,
+            )
     assert 0 < results["AP50_novel"] < 100 and results["AP50_base"] != results["AP50_novel"]
     written = json.loads((out_dir / "ovd_metrics.json").read_text())["bbox"]
     assert written["AP50_novel"] == results["AP50_novel"]
@@ -117,18 +149,32 @@ def test_lvis_ovd_metrics_match_an_independent_computation(tmp_path, seed):
     for image in images:
         present = {a["category_id"] for a in annotations if a["image_id"] == image["id"]}
         image["neg_category_ids"] = [c for c in range(1, 5) if c not in present]
-    categories = [{"id": i + 1, "name": n, "synonyms": [n], "frequency": FREQUENCY[n],
-                   "image_count": 1, "instance_count": 1} for i, n in enumerate(NAMES)]  # fmt: skip
+    categories = [
+        {
+            "id": i + 1,
+            "name": n,
+            "synonyms": [n],
+            "frequency": FREQUENCY[n],
+            "image_count": 1,
+            "instance_count": 1,
+        }
+        for i, n in enumerate(NAMES)
+    ]
     json_file = tmp_path / "lvis_val.json"
-    json_file.write_text(json.dumps({"images": images, "annotations": annotations,
-                                     "categories": categories, "info": {}}))  # fmt: skip
+    json_file.write_text(
+        json.dumps(
+            {"images": images, "annotations": annotations, "categories": categories, "info": {}}
+        )
+    )
     name = f"_t_eval_lvis_{seed}"
-    register_lvis_ovd_dataset(name, str(json_file), str(tmp_path) + "/", categories,
-                              novel_annotated=True)  # fmt: skip
+    register_lvis_ovd_dataset(
+        name, str(json_file), str(tmp_path) + "/", categories, novel_annotated=True
+    )
     assert MetadataCatalog.get(name).novel_classes == NOVEL
     out = tmp_path / "out"
-    results = _run(OVDLVISEvaluator(name, tasks=("bbox",), distributed=False, output_dir=str(out)),
-                   predictions)["bbox"]  # fmt: skip
+    results = _run(
+        OVDLVISEvaluator(name, tasks=("bbox",), distributed=False, output_dir=str(out)), predictions
+    )["bbox"]
     assert "float" not in np.__dict__  # the alias is removed again
     gt = COCO(str(json_file))
     results_file = str(out / "lvis_instances_results.json")
@@ -136,13 +182,23 @@ def test_lvis_ovd_metrics_match_an_independent_computation(tmp_path, seed):
     for group, ids in groups.items():
         for metric, iou in (("AP50", 0.5), ("AP", None)):
             expected = _coco_subset_ap(gt, results_file, ids, iou, 300)
-            assert results[f"{metric}_{group}"] == pytest.approx(expected, abs=1e-6), (metric, group)
+            assert results[f"{metric}_{group}"] == pytest.approx(expected, abs=1e-6), (
+                metric,
+                group,
+            )
     assert results["AP_novel"] == pytest.approx(results["APr"], abs=1e-6)
     assert results["AP_all"] == pytest.approx(results["AP"], abs=1e-6)
-    assert results["APc"] == pytest.approx(_coco_subset_ap(gt, results_file, [2], None, 300), abs=1e-6)
+    assert results["APc"] == pytest.approx(
+        _coco_subset_ap(gt, results_file, [2], None, 300), abs=1e-6
+    )
     assert 0 < results["AP50_novel"] < 100 and results["AP_base"] != results["AP_novel"]
     written = json.loads((out / "ovd_metrics.json").read_text())["bbox"]
-    assert written == {k: results[k] for k in written} and {"APr", "APc", "APf", "AP50_novel"} <= set(written)
+    assert written == {k: results[k] for k in written} and {
+        "APr",
+        "APc",
+        "APf",
+        "AP50_novel",
+    } <= set(written)
 
 
 def test_evaluators_refuse_class_names_missing_from_the_ground_truth(tmp_path):
@@ -152,11 +208,21 @@ def test_evaluators_refuse_class_names_missing_from_the_ground_truth(tmp_path):
     images, annotations, _ = _scene(0)
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(NAMES)]
     json_file = tmp_path / "val.json"
-    json_file.write_text(json.dumps({"images": images, "annotations": annotations,
-                                     "categories": categories}))  # fmt: skip
-    register_ovd_dataset("_t_eval_unknown", str(json_file), str(tmp_path), ["lemon", "brick"],
-                         ["lime", "tyre"], novel_annotated=True, thing_classes=NAMES)  # fmt: skip
+    json_file.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+    register_ovd_dataset(
+        "_t_eval_unknown",
+        str(json_file),
+        str(tmp_path),
+        ["lemon", "brick"],
+        ["lime", "tyre"],
+        novel_annotated=True,
+        thing_classes=NAMES,
+    )
     with pytest.raises(UserInputError) as e:
         OVDCOCOEvaluator("_t_eval_unknown", tasks=("bbox",), distributed=False)
-    assert str(e.value) == (f"{json_file}: has no category named ['tyre'] (1 of the novel classes "
-                            "of dataset '_t_eval_unknown'); the evaluation would leave them out")
+    assert str(e.value) == (
+        f"{json_file}: has no category named ['tyre'] (1 of the novel classes "
+        "of dataset '_t_eval_unknown'); the evaluation would leave them out"
+    )

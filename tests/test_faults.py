@@ -10,6 +10,7 @@ an output folder that cannot be written.
   one line `error: ...` naming the folder, exit non-zero, and leave the files there unchanged.
 (tools/precompute_clip_features.py killed at a random image: test_precompute.py.)
 """
+
 import json
 import os
 import re
@@ -34,8 +35,18 @@ from train_workspace import REPO, register_shapes_splits, tool_command, train_ar
 TRAIN, VAL = "test_faults_shapes_train", "test_faults_shapes_val"  # in-process names
 RENORM = ["--epochs", 12, "--images-per-batch", 1, "--lr", "1e-2", "--seed", 3, "--no-progress"]
 # train_net at its cheapest: 96 px, few proposals, no evaluation.
-FAST = ["INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", 96, "DATASETS.TEST", "()",
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN", 64, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64]  # fmt: skip
+FAST = [
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    96,
+    "DATASETS.TEST",
+    "()",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    64,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    64,
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +67,45 @@ def _temp_files(folder):
 def test_finetune_killed_mid_epoch_then_rerun_equals_uninterrupted(world):
     root, env = world
     reference = root / "faults_renorm_reference"
-    renormalization_cli.main(list(map(str, [
-        "--clip", root / "clip.pt", "--train-dataset", TRAIN, "--val-dataset", VAL,
-        "--output-dir", reference, *RENORM])))  # fmt: skip
+    renormalization_cli.main(
+        list(
+            map(
+                str,
+                [
+                    "--clip",
+                    root / "clip.pt",
+                    "--train-dataset",
+                    TRAIN,
+                    "--val-dataset",
+                    VAL,
+                    "--output-dir",
+                    reference,
+                    *RENORM,
+                ],
+            )
+        )
+    )
     out = root / "faults_renorm_killed"
-    cmd = tool_command("finetune_clip.py", "--clip", root / "clip.pt", "--train-dataset",
-                       "shapes_ovd_train", "--val-dataset", "shapes_ovd_val", "--output-dir", out,
-                       *RENORM)  # fmt: skip
+    cmd = tool_command(
+        "finetune_clip.py",
+        "--clip",
+        root / "clip.pt",
+        "--train-dataset",
+        "shapes_ovd_train",
+        "--val-dataset",
+        "shapes_ovd_val",
+        "--output-dir",
+        out,
+        *RENORM,
+    )
     epoch_line = re.compile(r"re-normalization epoch (\d+)/12: mean loss")
     # killed as epoch 2 starts (its image order drawn), once epoch 1's state is saved
-    run_until_killpoint(killpoint_command(cmd[1].rsplit("/", 1)[1],
-                                          "ezsd.offline.renormalization:epoch_order", "n == 2",
-                                          *cmd[2:]), env)  # fmt: skip
+    run_until_killpoint(
+        killpoint_command(
+            cmd[1].rsplit("/", 1)[1], "ezsd.offline.renormalization:epoch_order", "n == 2", *cmd[2:]
+        ),
+        env,
+    )
     saved = torch.load(out / STATE_NAME, weights_only=True)["epoch"]
     assert saved == 1 and not (out / CHECKPOINT_NAME).exists()
     (out / f".tmp-deadbeef-{STATE_NAME}").write_bytes(b"half a state")  # killed while saving
@@ -93,11 +131,24 @@ def test_finetune_killed_mid_epoch_then_rerun_equals_uninterrupted(world):
 def test_train_net_killed_after_a_checkpoint_resumes_from_it(world):
     root, env = world
     out = root / "faults_train_killed"
-    args = train_args(root, out, *FAST, "SOLVER.MAX_ITER", 6, "SOLVER.STEPS", "(4,)",
-                      "SOLVER.CHECKPOINT_PERIOD", 2)  # fmt: skip
+    args = train_args(
+        root,
+        out,
+        *FAST,
+        "SOLVER.MAX_ITER",
+        6,
+        "SOLVER.STEPS",
+        "(4,)",
+        "SOLVER.CHECKPOINT_PERIOD",
+        2,
+    )
     # killed right after its first checkpoint is saved (the child waits there)
-    run_until_killpoint(killpoint_command("train_net.py", "fvcore.common.checkpoint:Checkpointer.save",
-                                          "n == 1", *args), env)  # fmt: skip
+    run_until_killpoint(
+        killpoint_command(
+            "train_net.py", "fvcore.common.checkpoint:Checkpointer.save", "n == 1", *args
+        ),
+        env,
+    )
     name = (out / "last_checkpoint").read_text().strip()
     iteration = int(re.fullmatch(r"model_(\d{7})\.pth", name).group(1))
     assert iteration == 1 and not (out / "model_final.pth").exists()
@@ -106,8 +157,13 @@ def test_train_net_killed_after_a_checkpoint_resumes_from_it(world):
     lines_before = len(metrics.read_text().splitlines()) if metrics.exists() else 0
     log_before = len((out / "log.txt").read_text())
 
-    resumed = subprocess.run(tool_command("train_net.py", "--resume", *args), env=env, cwd=REPO,
-                             capture_output=True, text=True)  # fmt: skip
+    resumed = subprocess.run(
+        tool_command("train_net.py", "--resume", *args),
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = (out / "log.txt").read_text()[log_before:]  # this run's part of the appended log
     assert f"Loading trainer from {out / name}" in log  # its iteration, optimizer, scheduler
@@ -127,8 +183,13 @@ def read_only(tmp_path):
     root, or a file system that ignores the mode)."""
     folder = tmp_path / "read_only"
     folder.mkdir()
-    for name, text in (("log.txt", "an earlier run\n"), ("config.yaml", "x: 1\n"),
-                       ("manifest.json", "{}"), (REPORT_NAME, "{}"), ("text.npy", "old")):
+    for name, text in (
+        ("log.txt", "an earlier run\n"),
+        ("config.yaml", "x: 1\n"),
+        ("manifest.json", "{}"),
+        (REPORT_NAME, "{}"),
+        ("text.npy", "old"),
+    ):
         (folder / name).write_text(text)
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}
     folder.chmod(0o555)
@@ -153,8 +214,17 @@ def _one_line_error(capsys, call, path):
 def test_precompute_into_read_only_folder(world, read_only, capsys):
     root, _ = world
     tool = precompute_cli
-    argv = ["--dataset", TRAIN, "--clip", str(root / "clip.pt"), "--output", str(read_only),
-            "--anchor-preset", "shapes", "--no-progress"]  # fmt: skip
+    argv = [
+        "--dataset",
+        TRAIN,
+        "--clip",
+        str(root / "clip.pt"),
+        "--output",
+        str(read_only),
+        "--anchor-preset",
+        "shapes",
+        "--no-progress",
+    ]
     _one_line_error(capsys, lambda: tool.main(argv), read_only)
 
 
@@ -168,8 +238,19 @@ def test_precompute_with_a_read_only_subfolder(world, tmp_path, capsys):
         regions.chmod(0o755)
         pytest.skip("chmod 0o555 does not deny writing here (running as root?)")
     tool = precompute_cli
-    argv = ["--dataset", TRAIN, "--clip", str(root / "clip.pt"), "--output", str(regions.parent),
-            "--anchor-stride", "32", "--anchor-sizes", "32,64", "--no-progress"]  # fmt: skip
+    argv = [
+        "--dataset",
+        TRAIN,
+        "--clip",
+        str(root / "clip.pt"),
+        "--output",
+        str(regions.parent),
+        "--anchor-stride",
+        "32",
+        "--anchor-sizes",
+        "32,64",
+        "--no-progress",
+    ]
     try:
         _one_line_error(capsys, lambda: tool.main(argv), f"{regions}: Permission denied")
     finally:
@@ -180,15 +261,33 @@ def test_precompute_with_a_read_only_subfolder(world, tmp_path, capsys):
 def test_finetune_into_read_only_folder(world, read_only, capsys):
     root, _ = world
     tool = renormalization_cli
-    argv = ["--clip", str(root / "clip.pt"), "--train-dataset", TRAIN, "--val-dataset", VAL,
-            "--output-dir", str(read_only), "--epochs", "1", "--no-progress"]  # fmt: skip
+    argv = [
+        "--clip",
+        str(root / "clip.pt"),
+        "--train-dataset",
+        TRAIN,
+        "--val-dataset",
+        VAL,
+        "--output-dir",
+        str(read_only),
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]
     _one_line_error(capsys, lambda: tool.main(argv), read_only)
 
 
 def test_dump_text_embeddings_into_read_only_folder(world, read_only, capsys):
     root, _ = world
     tool = text_cli
-    argv = ["--clip", str(root / "clip.pt"), "--names", "cat,dog", "--out", str(read_only / "text.npy")]
+    argv = [
+        "--clip",
+        str(root / "clip.pt"),
+        "--names",
+        "cat,dog",
+        "--out",
+        str(read_only / "text.npy"),
+    ]
     _one_line_error(capsys, lambda: tool.main(argv), read_only)
 
 
@@ -199,16 +298,38 @@ def test_train_net_into_read_only_folder(world, read_only, capsys):
     _one_line_error(capsys, lambda: launch_main(args), read_only)
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("capsh"),
-                    reason="not root: the read-only tests above run as they are")  # fmt: skip
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("capsh"),
+    reason="not root: the read-only tests above run as they are",
+)
 def test_permission_tests_also_run_as_root():
     """Root ignores a folder's mode, so as root (CI) the read-only tests above skip themselves;
     here they run in a pytest whose processes lack the permission-override capabilities."""
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-               os.path.join(REPO, "tests", "test_faults.py"), "-k", "read_only"]  # fmt: skip
-    result = subprocess.run(["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--",
-                             "-c", " ".join(map(shlex.quote, command))],
-                            cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-rs",
+        os.path.join(REPO, "tests", "test_faults.py"),
+        "-k",
+        "read_only",
+    ]
+    result = subprocess.run(
+        [
+            "capsh",
+            "--drop=cap_dac_override,cap_dac_read_search",
+            "--",
+            "-c",
+            " ".join(map(shlex.quote, command)),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr
-    assert result.returncode == 0 and "5 passed" in summary and "skipped" not in summary, \
+    assert result.returncode == 0 and "5 passed" in summary and "skipped" not in summary, (
         result.stdout[-3000:] + result.stderr[-2000:]
+    )

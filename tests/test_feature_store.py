@@ -1,4 +1,5 @@
 """The region feature store: round trip, size per region, and refusal of mismatched targets."""
+
 import os
 
 import numpy as np
@@ -13,10 +14,12 @@ def _regions(num, dim=512, seed=0):
     xy = rng.uniform(0, 100, (num, 2))
     return dict(
         boxes=np.concatenate([xy, xy + rng.uniform(1, 50, (num, 2))], axis=1),
-        embeddings=rng.normal(size=(num, dim)), confidence=rng.uniform(size=num),
-        clip_class=rng.integers(0, 65, num), objectness=np.sort(rng.uniform(size=num))[::-1],
+        embeddings=rng.normal(size=(num, dim)),
+        confidence=rng.uniform(size=num),
+        clip_class=rng.integers(0, 65, num),
+        objectness=np.sort(rng.uniform(size=num))[::-1],
         is_gt=np.arange(num) < 3,
-    )  # fmt: skip
+    )
 
 
 def _store(tmp_path, counts):
@@ -70,17 +73,30 @@ def test_dataset_fingerprint_binds_ids_files_and_boxes_not_the_data_root():
     from ezsd.data.feature_store import dataset_fingerprint
 
     def records(root, files=("a.jpg", "b.jpg"), x=1.0):
-        return [{"file_name": f"{root}/{f}", "image_id": i + 1, "annotations": [
-            {"bbox": [x, 2.0, 10.0, 12.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}]}
-            for i, f in enumerate(files)]  # fmt: skip
+        return [
+            {
+                "file_name": f"{root}/{f}",
+                "image_id": i + 1,
+                "annotations": [
+                    {"bbox": [x, 2.0, 10.0, 12.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}
+                ],
+            }
+            for i, f in enumerate(files)
+        ]
 
     for name, root in (("ezsd_test_fp_a", "/data/a/train"), ("ezsd_test_fp_b", "/moved/train")):
         MetadataCatalog.get(name).set(image_root=root, thing_classes=["lemon"])
     a = dataset_fingerprint("ezsd_test_fp_a", records("/data/a/train"))
     moved = dataset_fingerprint("ezsd_test_fp_b", records("/moved/train")[::-1])
     assert a["num_images"] == 2 and a["name"] == "ezsd_test_fp_a"
-    assert (moved["images_digest"], moved["boxes_digest"]) == (a["images_digest"], a["boxes_digest"])
+    assert (moved["images_digest"], moved["boxes_digest"]) == (
+        a["images_digest"],
+        a["boxes_digest"],
+    )
     other_file = dataset_fingerprint("ezsd_test_fp_a", records("/data/a/train", ("a.jpg", "c.jpg")))
     assert other_file["images_digest"] != a["images_digest"]
     other_box = dataset_fingerprint("ezsd_test_fp_a", records("/data/a/train", x=1.5))
-    assert other_box["images_digest"] == a["images_digest"] and other_box["boxes_digest"] != a["boxes_digest"]
+    assert (
+        other_box["images_digest"] == a["images_digest"]
+        and other_box["boxes_digest"] != a["boxes_digest"]
+    )

@@ -3,6 +3,7 @@
 Tiny on purpose: a random ViT CLIP with 32 px input and 6 + 2 images of 64 px with coloured boxes;
 the file runs in a few seconds on two CPU cores.
 """
+
 import json
 import os
 
@@ -13,21 +14,31 @@ import torch
 from detectron2.data import DatasetCatalog
 from PIL import Image
 
+import ezsd.offline.renormalization_cli as renormalization_cli
 from ezsd.clip import load_clip, save_clip_checkpoint
 from ezsd.data.datasets import register_ovd_dataset
-import ezsd.offline.renormalization_cli as renormalization_cli
 from ezsd.offline.renormalization import (
-    CHECKPOINT_NAME, REPORT_NAME, STATE_NAME, RenormSettings, base_box_samples,
-    layernorm_parameter_names, renormalization_loss, train_layernorms,
-)  # fmt: skip
+    CHECKPOINT_NAME,
+    REPORT_NAME,
+    STATE_NAME,
+    RenormSettings,
+    base_box_samples,
+    layernorm_parameter_names,
+    renormalization_loss,
+    train_layernorms,
+)
 
 from tiny_clip import tiny_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "finetune_clip.py")
 BASE, NOVEL = ["apple", "brick", "lemon"], ["lime"]
-COLOURS = {"apple": (200, 30, 30), "brick": (150, 70, 40), "lemon": (230, 220, 40),
-           "lime": (60, 200, 40)}  # fmt: skip
+COLOURS = {
+    "apple": (200, 30, 30),
+    "brick": (150, 70, 40),
+    "lemon": (230, 220, 40),
+    "lime": (60, 200, 40),
+}
 TRAIN, VAL, VAL_AS_TRAIN = "test_renorm_train", "test_renorm_val", "test_renorm_val_as_train"
 
 
@@ -43,8 +54,16 @@ def _write_split(folder, names, num_images, seed):
             w, h = (int(v) for v in rng.integers(10, 28, size=2))
             x, y = int(rng.integers(0, 64 - w)), int(rng.integers(0, 64 - h))
             pixels[y : y + h, x : x + w] = COLOURS[names[cat]]
-            annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=cat + 1,
-                                    bbox=[x, y, w, h], area=w * h, iscrowd=0))  # fmt: skip
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=image_id,
+                    category_id=cat + 1,
+                    bbox=[x, y, w, h],
+                    area=w * h,
+                    iscrowd=0,
+                )
+            )
         file_name = f"{image_id:03d}.png"
         Image.fromarray(pixels).save(folder / "images" / file_name)
         images.append(dict(id=image_id, file_name=file_name, width=64, height=64))
@@ -60,11 +79,14 @@ def world(tmp_path_factory):
     train = _write_split(root / "train", BASE, 6, seed=0)
     val = _write_split(root / "val", BASE + NOVEL, 2, seed=1)
     for name, (json_file, image_root), novel_annotated in (
-        (TRAIN, train, False), (VAL, val, True), (VAL_AS_TRAIN, val, True)
-    ):  # fmt: skip
+        (TRAIN, train, False),
+        (VAL, val, True),
+        (VAL_AS_TRAIN, val, True),
+    ):
         if name not in DatasetCatalog.list():
-            register_ovd_dataset(name, json_file, image_root, BASE, NOVEL,
-                                 novel_annotated=novel_annotated)  # fmt: skip
+            register_ovd_dataset(
+                name, json_file, image_root, BASE, NOVEL, novel_annotated=novel_annotated
+            )
     clip_path = root / "tiny_clip.pt"
     save_clip_checkpoint(tiny_clip(), clip_path)  # fp16, as the shipped CLIPs
     return dict(root=root, clip=str(clip_path))
@@ -80,8 +102,18 @@ def _samples():
 
 
 def _run(tool, world, out, *extra):
-    argv = ["--clip", world["clip"], "--train-dataset", TRAIN, "--val-dataset", VAL,
-            "--output-dir", str(out), "--no-progress", *extra]  # fmt: skip
+    argv = [
+        "--clip",
+        world["clip"],
+        "--train-dataset",
+        TRAIN,
+        "--val-dataset",
+        VAL,
+        "--output-dir",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
     return tool.main(argv)
 
 
@@ -109,8 +141,9 @@ def test_novel_names_as_negatives_change_the_loss(world):
     """--novel-negatives scores base crops against the novel names too (as negatives only)."""
     settings = RenormSettings(epochs=1, images_per_batch=6)
     plain = train_layernorms(load_clip(world["clip"]), _samples(), settings, progress=False)
-    extra = train_layernorms(load_clip(world["clip"]), _samples(), settings, progress=False,
-                             negative_names=NOVEL)  # fmt: skip
+    extra = train_layernorms(
+        load_clip(world["clip"]), _samples(), settings, progress=False, negative_names=NOVEL
+    )
     assert plain["losses"][0] != extra["losses"][0]
 
 
@@ -121,8 +154,9 @@ def test_loss_is_sigmoid_bce_on_100_cos():
     y = torch.nn.functional.one_hot(labels, 3).float()
     logsig = torch.nn.functional.logsigmoid
     expected = -(y * logsig(100 * cos) + (1 - y) * logsig(-100 * cos))
-    torch.testing.assert_close(renormalization_loss(emb, text, labels), expected.mean(),
-                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    torch.testing.assert_close(
+        renormalization_loss(emb, text, labels), expected.mean(), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_training_loss_decreases(world):
@@ -194,8 +228,12 @@ def test_resumed_equals_uninterrupted(tool, world):
     ],
 )
 def test_bad_input_is_a_one_line_error(tool, world, capsys, change, message):
-    argv = {"--clip": world["clip"], "--train-dataset": TRAIN, "--val-dataset": VAL,
-            "--output-dir": str(world["root"] / "bad")}  # fmt: skip
+    argv = {
+        "--clip": world["clip"],
+        "--train-dataset": TRAIN,
+        "--val-dataset": VAL,
+        "--output-dir": str(world["root"] / "bad"),
+    }
     argv.update(change)
     with pytest.raises(SystemExit) as e:
         tool.main([x for kv in argv.items() for x in kv] + ["--no-progress"])

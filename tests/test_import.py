@@ -3,6 +3,7 @@ were, opens no file under DETECTRON2_DATASETS (a malformed shapes_ovd/split.json
 break it; the step that uses the dataset reports the file), and does not load the detector. No
 module under ezsd/offline/ or ezsd/clip/ imports ezsd.modeling, directly or through `import ezsd`.
 Each check runs in a fresh interpreter, since this one has imported everything already."""
+
 import json
 import os
 import subprocess
@@ -36,8 +37,12 @@ print(json.dumps(result))
 
 
 def _python(code, env=None):
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -1,6 +1,7 @@
 """The set-up: the interpreter running the tests imports a consistent stack and this checkout's
 ezsd; detectron2 runs R-CNNs. Runs in `make`'s .venv or in one's own environment (README: `python
 -m pytest tests`); the exact pins of requirements.txt are checked only in the .venv `make` builds."""
+
 import os
 import subprocess
 import sys
@@ -73,8 +74,11 @@ def test_a_detectron2_mask_rcnn_trains_and_infers_on_cpu():
     from detectron2.structures import BitMasks, Boxes, Instances
     from detectron2.utils.events import EventStorage
 
-    instances = Instances((96, 128), gt_boxes=Boxes(torch.tensor([[10.0, 10.0, 60.0, 50.0]])),
-                          gt_classes=torch.tensor([1]))  # fmt: skip
+    instances = Instances(
+        (96, 128),
+        gt_boxes=Boxes(torch.tensor([[10.0, 10.0, 60.0, 50.0]])),
+        gt_classes=torch.tensor([1]),
+    )
     mask = torch.zeros(1, 96, 128, dtype=torch.bool)
     mask[:, 10:50, 10:60] = True
     instances.gt_masks = BitMasks(mask)
@@ -87,4 +91,3 @@ def test_a_detectron2_mask_rcnn_trains_and_infers_on_cpu():
     with torch.no_grad():
         (out,) = model([{"image": image, "height": 96, "width": 128}])
     assert out["instances"].image_size == (96, 128)
-

@@ -10,16 +10,25 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 from ezsd import add_ezsd_config
-from ezsd.data.text_embedding_file import save_text_embeddings
 from ezsd.data.feature_store import dataset_fingerprint, write_image_regions, write_manifest
 from ezsd.data.mapper import EZSDDatasetMapper
+from ezsd.data.text_embedding_file import save_text_embeddings
 from ezsd.utils.errors import UserInputError
 
 W, H, D = 60, 40, 8
 GT_BOXES = np.array([[5, 5, 25, 30], [30, 2, 58, 20]], np.float32)
 # stored rows 2..7; row 3 has zero width (dropped)
-PROPOSALS = np.array([[0, 0, 10, 10], [7, 7, 7, 20], [10, 10, 40, 39], [20, 0, 60, 40],
-                      [1, 1, 50, 30], [2, 2, 3, 3]], np.float32)  # fmt: skip
+PROPOSALS = np.array(
+    [
+        [0, 0, 10, 10],
+        [7, 7, 7, 20],
+        [10, 10, 40, 39],
+        [20, 0, 60, 40],
+        [1, 1, 50, 30],
+        [2, 2, 3, 3],
+    ],
+    np.float32,
+)
 
 
 def _store(tmp_path, clip_hash="abc", base=("lemon", "brick"), image_ids=(1,), dataset=None):
@@ -30,12 +39,24 @@ def _store(tmp_path, clip_hash="abc", base=("lemon", "brick"), image_ids=(1,), d
     embeddings[:, 1] = 1.0
     for image_id in image_ids:
         write_image_regions(
-            str(tmp_path / "feats"), image_id, boxes=boxes, embeddings=embeddings,
-            confidence=np.linspace(0.9, 0.4, num), clip_class=np.zeros(num),
-            objectness=np.linspace(1, 0, num), is_gt=np.arange(num) < len(GT_BOXES),
-        )  # fmt: skip
-    write_manifest(str(tmp_path / "feats"), clip_hash, list(base) + ["kiwi"], list(base), {},
-                   {i: num for i in image_ids}, dataset=dataset)  # fmt: skip
+            str(tmp_path / "feats"),
+            image_id,
+            boxes=boxes,
+            embeddings=embeddings,
+            confidence=np.linspace(0.9, 0.4, num),
+            clip_class=np.zeros(num),
+            objectness=np.linspace(1, 0, num),
+            is_gt=np.arange(num) < len(GT_BOXES),
+        )
+    write_manifest(
+        str(tmp_path / "feats"),
+        clip_hash,
+        list(base) + ["kiwi"],
+        list(base),
+        {},
+        {i: num for i in image_ids},
+        dataset=dataset,
+    )
     return str(tmp_path / "feats")
 
 
@@ -43,18 +64,31 @@ def _dataset_dict(tmp_path, image_id=1):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)).save(
         tmp_path / "a.png"
     )
-    annos = [{"bbox": b.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": i, "iscrowd": 0}
-             for i, b in enumerate(GT_BOXES)]  # fmt: skip
-    return {"file_name": str(tmp_path / "a.png"), "image_id": image_id, "height": H, "width": W,
-            "annotations": annos}  # fmt: skip
+    annos = [
+        {"bbox": b.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": i, "iscrowd": 0}
+        for i, b in enumerate(GT_BOXES)
+    ]
+    return {
+        "file_name": str(tmp_path / "a.png"),
+        "image_id": image_id,
+        "height": H,
+        "width": W,
+        "annotations": annos,
+    }
 
 
 def _mapper(store, num_proposals=3, flip=True, **kwargs):
     augs = [T.Resize((2 * H, 3 * W))] + (
         [T.RandomFlip(prob=1.0)] if flip else []
     )  # x3 wide, x2 high
-    return EZSDDatasetMapper(True, augmentations=augs, image_format="RGB", feature_store=store,
-                             num_distill_proposals=num_proposals, **kwargs)  # fmt: skip
+    return EZSDDatasetMapper(
+        True,
+        augmentations=augs,
+        image_format="RGB",
+        feature_store=store,
+        num_distill_proposals=num_proposals,
+        **kwargs,
+    )
 
 
 def _expected(box, flip=True):
@@ -122,14 +156,24 @@ def _register(name, records, **meta):
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, lambda: [dict(r) for r in records])
     meta.setdefault("thing_classes", ["lemon", "brick"])
-    MetadataCatalog.get(name).set(base_classes=["brick", "lemon"], novel_classes=["kiwi"],
-                                  image_root="/data/toy", **meta)  # fmt: skip
+    MetadataCatalog.get(name).set(
+        base_classes=["brick", "lemon"], novel_classes=["kiwi"], image_root="/data/toy", **meta
+    )
 
 
 def _records(file_names=("a.png",), boxes=GT_BOXES):
-    return [{"file_name": f"/data/toy/{f}", "image_id": i + 1, "height": H, "width": W,
-             "annotations": [{"bbox": b.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}
-                             for b in boxes]} for i, f in enumerate(file_names)]  # fmt: skip
+    return [
+        {
+            "file_name": f"/data/toy/{f}",
+            "image_id": i + 1,
+            "height": H,
+            "width": W,
+            "annotations": [
+                {"bbox": b.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0} for b in boxes
+            ],
+        }
+        for i, f in enumerate(file_names)
+    ]
 
 
 def _cfg(tmp_path, store, clip_hash, test_hash="same", train=(TRAIN,)):
@@ -142,9 +186,12 @@ def _cfg(tmp_path, store, clip_hash, test_hash="same", train=(TRAIN,)):
     cfg.MODEL.EZSD.TEXT_EMBEDDINGS = path
     if test_hash is not None:
         cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS = str(tmp_path / "all.npy")
-        save_text_embeddings(cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS, np.eye(3, D, dtype=np.float32),
-                             ["lemon", "brick", "kiwi"],
-                             clip_hash=clip_hash if test_hash == "same" else test_hash)  # fmt: skip
+        save_text_embeddings(
+            cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS,
+            np.eye(3, D, dtype=np.float32),
+            ["lemon", "brick", "kiwi"],
+            clip_hash=clip_hash if test_hash == "same" else test_hash,
+        )
     cfg.MODEL.EZSD.DISTILL.FEATURES = store
     cfg.DATASETS.TRAIN = train
     return cfg
@@ -156,7 +203,9 @@ def test_from_config_checks_the_store(tmp_path):
     store = _store(tmp_path, dataset=made_for)
     mapper = EZSDDatasetMapper(_cfg(tmp_path, store, "abc"), is_train=True)
     assert mapper.feature_store is not None and mapper.num_distill_proposals == 200
-    with pytest.raises(UserInputError, match="with CLIP zzz but MODEL.EZSD.DISTILL.FEATURES .* with CLIP abc"):
+    with pytest.raises(
+        UserInputError, match="with CLIP zzz but MODEL.EZSD.DISTILL.FEATURES .* with CLIP abc"
+    ):
         EZSDDatasetMapper(_cfg(tmp_path, store, "zzz"), is_train=True)
     other = _store(tmp_path / "other", base=("lemon", "lime"), dataset=made_for)
     with pytest.raises(UserInputError, match="base classes"):
@@ -175,7 +224,9 @@ def test_store_of_other_images_is_refused(tmp_path):
     """A store is bound to its dataset: name, number of images, (image id, file name) list and
     boxes; image ids alone (1..N in every ShapesOVD split and seed) do not tell."""
     _register(TRAIN, _records(("a.png", "b.png")))
-    store = _store(tmp_path, image_ids=(1, 2), dataset=dataset_fingerprint(TRAIN, _records(("a.png", "b.png"))))
+    store = _store(
+        tmp_path, image_ids=(1, 2), dataset=dataset_fingerprint(TRAIN, _records(("a.png", "b.png")))
+    )
     assert EZSDDatasetMapper(_cfg(tmp_path, store, "abc"), is_train=True).feature_store is not None
 
     def refused(records, name=TRAIN):
@@ -183,7 +234,9 @@ def test_store_of_other_images_is_refused(tmp_path):
         with pytest.raises(UserInputError) as e:
             EZSDDatasetMapper(_cfg(tmp_path, store, "abc", train=(name,)), is_train=True)
         message = str(e.value)
-        assert "\n" not in message and "manifest.json" in message and f"'{TRAIN}' (2 images" in message
+        assert (
+            "\n" not in message and "manifest.json" in message and f"'{TRAIN}' (2 images" in message
+        )
         return message
 
     assert "number of images differs" in refused(_records(("a.png", "b.png", "c.png")))
@@ -191,7 +244,10 @@ def test_store_of_other_images_is_refused(tmp_path):
     assert "(image id, file name) list digest differs" in message and "training uses" in message
     assert "boxes digest differs" in refused(_records(("a.png", "b.png"), GT_BOXES + 1))
     other_name = refused(_records(("a.png", "b.png")), name="ezsd_test_mapper_train_seed1")
-    assert "the dataset differs" in other_name and "'ezsd_test_mapper_train_seed1' (2 images" in other_name
+    assert (
+        "the dataset differs" in other_name
+        and "'ezsd_test_mapper_train_seed1' (2 images" in other_name
+    )
     _register(TRAIN, _records(("a.png", "b.png")))
     old = _store(tmp_path / "old", image_ids=(1, 2))  # no dataset recorded
     with pytest.raises(UserInputError, match="records no dataset"):
@@ -227,11 +283,15 @@ def test_training_on_a_split_with_novel_boxes_is_refused(tmp_path):
             EZSDDatasetMapper(cfg, is_train=True)
         assert str(e.value).startswith(f"DATASETS.TRAIN: dataset '{name}' is an evaluation split")
     # no novel_annotated flag: its boxes decide
-    novel = [dict(r, annotations=r["annotations"] + [dict(r["annotations"][0], category_id=2)])
-             for r in _records()]  # fmt: skip
+    novel = [
+        dict(r, annotations=r["annotations"] + [dict(r["annotations"][0], category_id=2)])
+        for r in _records()
+    ]
     _register(TRAIN, novel, thing_classes=["lemon", "brick", "kiwi"])
     cfg.DATASETS.TRAIN = (TRAIN,)
-    with pytest.raises(UserInputError, match="holds a box of the novel category 'kiwi' .image id 1"):
+    with pytest.raises(
+        UserInputError, match="holds a box of the novel category 'kiwi' .image id 1"
+    ):
         EZSDDatasetMapper(cfg, is_train=True)
     _register(TRAIN, _records(), thing_classes=["lemon", "brick", "kiwi"])
     mapper = EZSDDatasetMapper(cfg, is_train=True)

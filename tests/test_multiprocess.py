@@ -5,6 +5,7 @@ optimizer (AdamW).
 
 The pre-computation's own multi-rank path (torchrun, one shard per rank, the same store as one
 process) is tests/test_precompute.py::test_torchrun_ranks_take_one_shard_each."""
+
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ from detectron2.engine import default_argument_parser
 
 import ezsd.engine
 from ezsd.modeling.distillation import distillation_loss, regions_per_process
+
 from train_workspace import CONFIG, run_tool, train_args
 
 # Everything that may legitimately differ between 1 process x 2 images and 2 processes x 1 image
@@ -34,17 +36,43 @@ from train_workspace import CONFIG, run_tool, train_args
 # the initial weights moves one process by 1e-3. Before the fix of issue 23 item 6 the distillation
 # loss was averaged over each process's own regions (a region of an image with 3 weighed 3x one of
 # an image with 9): 2 processes ended 0.14 of that distance away (0.28 with SGD at 0.02).
-SMALL = ["SOLVER.MAX_ITER", 6, "SOLVER.CHECKPOINT_PERIOD", 3, "SEED", 7, "DATASETS.TEST", "()",
-         "INPUT.RANDOM_FLIP", "none", "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN",
-         "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", 96,
-         "MODEL.EZSD.DISTILL.NUM_PROPOSALS", 0,
-         "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 4096, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 64,
-         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 128, "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT", False]  # fmt: skip
+SMALL = [
+    "SOLVER.MAX_ITER",
+    6,
+    "SOLVER.CHECKPOINT_PERIOD",
+    3,
+    "SEED",
+    7,
+    "DATASETS.TEST",
+    "()",
+    "INPUT.RANDOM_FLIP",
+    "none",
+    "MODEL.RESNETS.NORM",
+    "GN",
+    "MODEL.FPN.NORM",
+    "GN",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    96,
+    "MODEL.EZSD.DISTILL.NUM_PROPOSALS",
+    0,
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+    4096,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    64,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    128,
+    "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT",
+    False,
+]
 
 
 def _weights(path):
     model = torch.load(path, map_location="cpu", weights_only=False)["model"]
-    return torch.cat([v.float().flatten() for k, v in sorted(model.items()) if v.is_floating_point()])
+    return torch.cat(
+        [v.float().flatten() for k, v in sorted(model.items()) if v.is_floating_point()]
+    )
 
 
 def _initial_weights(root, path):
@@ -68,9 +96,16 @@ def runs(shapes_workspace):
     _initial_weights(root, out["init"])
     for n in (1, 2):
         out[n] = root / f"processes_{n}"
-        result = run_tool("train_net.py", "--num-gpus", n, "--dist-url", "auto",
-                          *train_args(root, out[n], *SMALL, "MODEL.WEIGHTS", out["init"]),
-                          env=env, timeout=300)  # fmt: skip
+        result = run_tool(
+            "train_net.py",
+            "--num-gpus",
+            n,
+            "--dist-url",
+            "auto",
+            *train_args(root, out[n], *SMALL, "MODEL.WEIGHTS", out["init"]),
+            env=env,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -79,19 +114,26 @@ def test_two_cpu_processes_train_as_one_process_at_the_shipped_width(runs, shape
     one, two = runs[1], runs[2]
     # IMS_PER_BATCH 2 is the total: one image per process.
     assert "SOLVER.IMS_PER_BATCH 2 = 1 per process x 2 processes" in (two / "log.txt").read_text()
-    assert "SOLVER.IMS_PER_BATCH 2 = 1 per process x 2 processes" in (two / "log.txt.rank1").read_text()
+    assert (
+        "SOLVER.IMS_PER_BATCH 2 = 1 per process x 2 processes"
+        in (two / "log.txt.rank1").read_text()
+    )
     assert "SOLVER.IMS_PER_BATCH 2 = 2 per process x 1 processes" in (one / "log.txt").read_text()
     # The shipped head and optimizer, not a test's own.
     with open(CONFIG) as f:
         shipped = yaml.safe_load(f)
     for run in (one, two):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
-        assert cfg["MODEL"]["ROI_BOX_HEAD"]["CONV_DIM"] == shipped["MODEL"]["ROI_BOX_HEAD"]["CONV_DIM"]
+        assert (
+            cfg["MODEL"]["ROI_BOX_HEAD"]["CONV_DIM"] == shipped["MODEL"]["ROI_BOX_HEAD"]["CONV_DIM"]
+        )
         assert cfg["SOLVER"]["OPTIMIZER"] == shipped["SOLVER"]["OPTIMIZER"]
     # The images' region counts differ, so weighting regions per process would show.
     root, _ = shapes_workspace
     annotations = json.loads((root / "shapes_ovd" / "train.json").read_text())["annotations"]
-    counts = [sum(a["image_id"] == i for a in annotations) for i in {a["image_id"] for a in annotations}]
+    counts = [
+        sum(a["image_id"] == i for a in annotations) for i in {a["image_id"] for a in annotations}
+    ]
     assert max(counts) >= 2 * min(counts) > 0, counts
 
     # Losses (medians over the 6 iterations, averaged over the ranks) as one process's.
@@ -111,14 +153,19 @@ def test_two_cpu_processes_train_as_one_process_at_the_shipped_width(runs, shape
 
 def test_checkpoints_are_written_once_by_rank_0(runs):
     two = runs[2]
-    assert sorted(p.name for p in two.glob("*.pth")) == ["model_0000002.pth", "model_0000005.pth",
-                                                         "model_final.pth"]  # fmt: skip
+    assert sorted(p.name for p in two.glob("*.pth")) == [
+        "model_0000002.pth",
+        "model_0000005.pth",
+        "model_final.pth",
+    ]
     assert (two / "last_checkpoint").read_text() == "model_final.pth"
     saves = (two / "log.txt").read_text().count("Saving checkpoint to")
     assert saves == 3 and "Saving checkpoint" not in (two / "log.txt.rank1").read_text()
 
 
-def test_batch_that_does_not_split_evenly_is_refused_before_starting_processes(shapes_workspace, capsys):
+def test_batch_that_does_not_split_evenly_is_refused_before_starting_processes(
+    shapes_workspace, capsys
+):
     root, _ = shapes_workspace
     argv = ["--num-gpus", "2", *train_args(root, root / "processes_3", "SOLVER.IMS_PER_BATCH", 3)]
     with pytest.raises(SystemExit) as e:
@@ -144,8 +191,14 @@ def _distill_rank(rank, port, folder):
         emb, targets, weights = _distill_inputs()
         rows = slice(sum(_NUM[:rank]), sum(_NUM[: rank + 1]))
         emb = emb[rows].clone().requires_grad_()
-        loss = distillation_loss(emb, targets[rows], weights[rows], [_NUM[rank]], 0.5,
-                                 num_regions=regions_per_process(_NUM[rank]))  # fmt: skip
+        loss = distillation_loss(
+            emb,
+            targets[rows],
+            weights[rows],
+            [_NUM[rank]],
+            0.5,
+            num_regions=regions_per_process(_NUM[rank]),
+        )
         loss.backward()
         torch.save({"loss": loss.detach(), "grad": emb.grad}, os.path.join(folder, f"{rank}.pt"))
     finally:

@@ -3,6 +3,7 @@
 Tiny on purpose: a few 64 px ShapesOVD images, a random ViT CLIP with 32 px input, 96 anchors per
 image; the whole file runs in well under a minute on two CPU cores.
 """
+
 import glob
 import math
 import os
@@ -18,16 +19,20 @@ from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import BoxMode
 
+import ezsd.offline.precompute_cli as precompute_cli
 from ezsd.clip import save_clip_checkpoint
 from ezsd.data.datasets import register_ovd_dataset
 from ezsd.data.feature_store import FeatureStore
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, generate_shapes_ovd
-import ezsd.offline.precompute_cli as precompute_cli
 from ezsd.offline.anchors import dense_anchors, num_dense_anchors
 from ezsd.offline.proposals import (
-    ProposalSettings, candidate_proposals, clip_objectness, compute_proposals, fast_proposals,
-    nms_top_k, resolve_logit_scale,
-)  # fmt: skip
+    ProposalSettings,
+    clip_objectness,
+    compute_proposals,
+    fast_proposals,
+    nms_top_k,
+    resolve_logit_scale,
+)
 from ezsd.offline.region_features import FeatureSettings, base_gt_filter, select_regions
 from ezsd.offline.sharding import shard_records
 from ezsd.utils.errors import UserInputError
@@ -68,16 +73,39 @@ def world(tmp_path_factory):
 
 
 def _run(world, out, *extra, dataset=TRAIN):
-    argv = ["--dataset", dataset, "--clip", world["clip"], "--output", str(out), "--no-progress",
-            "--batch-size", "64", *ANCHORS, *extra]  # fmt: skip
+    argv = [
+        "--dataset",
+        dataset,
+        "--clip",
+        world["clip"],
+        "--output",
+        str(out),
+        "--no-progress",
+        "--batch-size",
+        "64",
+        *ANCHORS,
+        *extra,
+    ]
     return world["tool"].main(argv)
 
 
 def _tool_command(world, out):
     """Environment and command line of the tool as a separate process."""
     env = dict(os.environ, DETECTRON2_DATASETS=str(world["root"]), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, TOOL, "--dataset", "shapes_ovd_train", "--clip", world["clip"],
-           "--output", str(out), "--no-progress", "--batch-size", "64", *ANCHORS]  # fmt: skip
+    cmd = [
+        sys.executable,
+        TOOL,
+        "--dataset",
+        "shapes_ovd_train",
+        "--clip",
+        world["clip"],
+        "--output",
+        str(out),
+        "--no-progress",
+        "--batch-size",
+        "64",
+        *ANCHORS,
+    ]
     return env, cmd
 
 
@@ -92,7 +120,9 @@ def _single_run(world):
 def _assert_same_store(reference, out):
     for sub in ("regions", "proposals"):
         _assert_same_arrays(_arrays(str(reference / sub)), _arrays(str(out / sub)))
-    assert FeatureStore(str(out)).manifest["images"] == FeatureStore(str(reference)).manifest["images"]
+    assert (
+        FeatureStore(str(out)).manifest["images"] == FeatureStore(str(reference)).manifest["images"]
+    )
 
 
 def _arrays(folder):
@@ -120,7 +150,9 @@ def _temp_files(root):
 
 def test_dense_anchors_count_shape_and_geometry():
     boxes = dense_anchors(64, 96, 16, (16, 32), (0.5, 1.0, 2.0), clip=False)
-    assert boxes.shape == (4 * 6 * 6, 4) == (num_dense_anchors(64, 96, 16, (16, 32), (0.5, 1, 2)), 4)
+    assert (
+        boxes.shape == (4 * 6 * 6, 4) == (num_dense_anchors(64, 96, 16, (16, 32), (0.5, 1, 2)), 4)
+    )
     # first cell centred at (8, 8): size 16 ratio 0.5 is 16*sqrt(2) wide and 16/sqrt(2) high
     w, h = 16 * math.sqrt(2), 16 / math.sqrt(2)
     torch.testing.assert_close(boxes[0], torch.tensor([8 - w / 2, 8 - h / 2, 8 + w / 2, 8 + h / 2]))
@@ -160,12 +192,14 @@ def test_nms_top_k_is_class_agnostic_and_sorted():
 def test_proposals_filtered_against_base_gt_only():
     gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
     # IoU with gt: 1.0, 0.3 exactly (30 of 100 px overlap... see below), just under 0.3, 0
-    proposals = torch.tensor([
-        [0.0, 0.0, 10.0, 10.0],
-        [0.0, 0.0, 10.0, 3.0],  # 30 / 100 = 0.3: dropped (>= 0.3)
-        [0.0, 0.0, 10.0, 2.9],  # 0.29: kept
-        [50.0, 50.0, 60.0, 60.0],
-    ])  # fmt: skip
+    proposals = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],
+            [0.0, 0.0, 10.0, 3.0],  # 30 / 100 = 0.3: dropped (>= 0.3)
+            [0.0, 0.0, 10.0, 2.9],  # 0.29: kept
+            [50.0, 50.0, 60.0, 60.0],
+        ]
+    )
     assert base_gt_filter(proposals, gt, 0.3).tolist() == [False, False, True, True]
     assert base_gt_filter(proposals, torch.zeros(0, 4), 0.3).all()  # no base box: keep all
     props = dict(boxes=proposals, clip_class=torch.tensor([0, 1, 1, 3]))
@@ -184,8 +218,10 @@ def test_proposal_recall_counts_the_groups_gt_boxes_hit_by_the_top_k(world, tmp_
     records = DatasetCatalog.get(VAL)
     most = max(len(r["annotations"]) for r in records)
     for record in records:
-        gt = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
-              for a in record["annotations"]]  # fmt: skip
+        gt = [
+            BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+            for a in record["annotations"]
+        ]
         boxes = np.array([[500, 500, 510, 510], *gt], dtype=np.float32).reshape(-1, 4)
         np.savez(tmp_path / f"{record['image_id']}.npz", boxes=boxes, num_encodings=7)
     result = proposal_recall(VAL, str(tmp_path), ks=(1, 1 + most), group="all")
@@ -200,15 +236,25 @@ def test_shards_partition_deterministically():
     records = [{"image_id": i} for i in (5, 3, 9, 1, 7)]
     shards = [shard_records(records, 2, i) for i in range(2)]
     ids = sorted(r["image_id"] for s in shards for r in s)
-    assert ids == [1, 3, 5, 7, 9] and not {r["image_id"] for r in shards[0]} & {r["image_id"] for r in shards[1]}
+    assert ids == [1, 3, 5, 7, 9] and not {r["image_id"] for r in shards[0]} & {
+        r["image_id"] for r in shards[1]
+    }
     assert shards == [shard_records(list(reversed(records)), 2, i) for i in range(2)]
 
 
 def test_fast_mode_scores_few_boxes():
-    settings = ProposalSettings(mode="fast", stride=8, sizes=(16, 32), ratios=(0.5, 1, 2), top_k=50,
-                                fast_rounds=4, fast_seeds=4)  # fmt: skip
-    out = fast_proposals(_IoUScorer([20, 20, 44, 44]), torch.zeros(3, 64, 64, dtype=torch.uint8),
-                         settings)  # fmt: skip
+    settings = ProposalSettings(
+        mode="fast",
+        stride=8,
+        sizes=(16, 32),
+        ratios=(0.5, 1, 2),
+        top_k=50,
+        fast_rounds=4,
+        fast_seeds=4,
+    )
+    out = fast_proposals(
+        _IoUScorer([20, 20, 44, 44]), torch.zeros(3, 64, 64, dtype=torch.uint8), settings
+    )
     exhaustive = num_dense_anchors(64, 64, 8, (16, 32), (0.5, 1, 2))
     assert out["num_encodings"] * 2 < exhaustive
     assert out["objectness"][0] > 0.7  # the search climbs from IoU 0.21 (best coarse box)
@@ -233,11 +279,17 @@ class _IoUScorer:
 
 def test_candidate_mode_scores_only_the_candidates_ranked_by_clip():
     scorer = _IoUScorer([10, 10, 30, 30])
-    candidates = torch.tensor([[0, 0, 20, 20], [10, 10, 30, 30], [11, 11, 31, 31], [40, 40, 60, 60],
-                               [5, 5, 6, 50]], dtype=torch.float32)  # last: 1 px wide, dropped
+    candidates = torch.tensor(
+        [[0, 0, 20, 20], [10, 10, 30, 30], [11, 11, 31, 31], [40, 40, 60, 60], [5, 5, 6, 50]],
+        dtype=torch.float32,
+    )  # last: 1 px wide, dropped
     settings = ProposalSettings(mode="rpn", top_k=10, nms_thresh=0.7)
-    out = compute_proposals(scorer, torch.zeros(3, 64, 64, dtype=torch.uint8), settings,
-                            candidates=lambda image: candidates)  # fmt: skip
+    out = compute_proposals(
+        scorer,
+        torch.zeros(3, 64, 64, dtype=torch.uint8),
+        settings,
+        candidates=lambda image: candidates,
+    )
     assert out["num_encodings"] == scorer.num_encodings == 4
     # ranked by the (CLIP) score, not the candidates' order; the near-duplicate is suppressed
     assert out["boxes"].tolist() == [[10, 10, 30, 30], [0, 0, 20, 20], [40, 40, 60, 60]]
@@ -267,7 +319,11 @@ def test_random_mode_draws_anchors_seeded_by_the_image_without_clip():
 def test_store_is_readable_compact_and_base_only(world):
     out = world["root"] / "single"
     summary = _run(world, out)
-    assert summary["merged"] and summary["images"] == NUM_TRAIN and summary["proposal_encodings"] == NUM_TRAIN * 96
+    assert (
+        summary["merged"]
+        and summary["images"] == NUM_TRAIN
+        and summary["proposal_encodings"] == NUM_TRAIN * 96
+    )
     store = FeatureStore(str(out))
     store.check_compatible(class_names=list(store.manifest["class_names"]))
     names = store.manifest["class_names"]
@@ -278,10 +334,13 @@ def test_store_is_readable_compact_and_base_only(world):
     sizes = []
     for image_id, count in store.manifest["images"].items():
         regions = store.load(image_id)
-        assert regions["embeddings"].dtype == np.float16 and regions["embeddings"].shape == (count, 32)
+        assert regions["embeddings"].dtype == np.float16 and regions["embeddings"].shape == (
+            count,
+            32,
+        )
         is_gt = regions["is_gt"]
         assert is_gt.sum() == len(records[image_id]["annotations"])  # every base GT box, first
-        assert not is_gt[is_gt.argmin():].any() or is_gt.all()
+        assert not is_gt[is_gt.argmin() :].any() or is_gt.all()
         base_idx = np.array([names.index(n) for n in store.manifest["base_classes"]])
         assert np.isin(regions["clip_class"][is_gt], base_idx).all()
         proposals = torch.from_numpy(regions["boxes"][~is_gt])
@@ -339,11 +398,21 @@ def test_killed_run_then_resumed_gives_the_same_files(world):
     env, cmd = _tool_command(world, out)
     kill_after = random.Random(0).randint(1, NUM_TRAIN - 2)  # finished images
     # killed right after its kill_after-th image's regions are written (the child waits there)
-    run_until_killpoint(killpoint_command(os.path.basename(TOOL), "ezsd.offline.pipeline:write_image_regions",
-                                          f"n == {kill_after}", *cmd[2:]), env)  # fmt: skip
+    run_until_killpoint(
+        killpoint_command(
+            os.path.basename(TOOL),
+            "ezsd.offline.pipeline:write_image_regions",
+            f"n == {kill_after}",
+            *cmd[2:],
+        ),
+        env,
+    )
     assert not (out / "manifest.json").exists()
-    finished = {p: os.stat(p).st_mtime_ns for sub in ("regions", "proposals")
-                for p in glob.glob(str(out / sub / "*.npz"))}  # fmt: skip
+    finished = {
+        p: os.stat(p).st_mtime_ns
+        for sub in ("regions", "proposals")
+        for p in glob.glob(str(out / sub / "*.npz"))
+    }
     num_done = len(glob.glob(str(out / "regions" / "*.npz")))
     assert num_done == kill_after
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -363,8 +432,17 @@ def test_bad_input_is_a_one_line_error(world, capsys):
         (["--clip", str(world["root"] / "missing.pt")], "missing.pt"),
     ]
     for extra, message in cases:
-        argv = ["--dataset", TRAIN, "--clip", world["clip"], "--output", str(world["root"] / "bad"),
-                "--no-progress", *ANCHORS, *extra]  # fmt: skip
+        argv = [
+            "--dataset",
+            TRAIN,
+            "--clip",
+            world["clip"],
+            "--output",
+            str(world["root"] / "bad"),
+            "--no-progress",
+            *ANCHORS,
+            *extra,
+        ]
         with pytest.raises(SystemExit) as e:
             world["tool"].main(argv)
         assert e.value.code == 2
@@ -376,7 +454,9 @@ def test_bad_input_is_a_one_line_error(world, capsys):
     with pytest.raises(UserInputError):
         from ezsd.offline.pipeline import PrecomputeConfig, run_precompute
 
-        run_precompute(PrecomputeConfig(dataset=TRAIN, output=str(world["root"] / "bad2"), stage="features"))
+        run_precompute(
+            PrecomputeConfig(dataset=TRAIN, output=str(world["root"] / "bad2"), stage="features")
+        )
     shutil.rmtree(world["root"] / "bad", ignore_errors=True)
 
 
@@ -392,7 +472,9 @@ def test_rpn_mode_scores_the_rpn_candidates_and_records_the_rpn(world, capsys):
     candidates = RPNCandidates(RPN_CONFIG, weights, 40)
     for record in DatasetCatalog.get(VAL):
         props = load_proposals(str(out / "proposals"), str(record["image_id"]))
-        image = torch.from_numpy(np.array(read_image(record["file_name"], format="RGB"))).permute(2, 0, 1)
+        image = torch.from_numpy(np.array(read_image(record["file_name"], format="RGB"))).permute(
+            2, 0, 1
+        )
         boxes = candidates(image)
         assert 0 < props["num_encodings"] <= 40 and len(props["boxes"]) <= props["num_encodings"]
         # every proposal is one of the RPN's candidates, in CLIP-objectness order
@@ -400,15 +482,30 @@ def test_rpn_mode_scores_the_rpn_candidates_and_records_the_rpn(world, capsys):
         assert (props["objectness"][:-1] >= props["objectness"][1:]).all()
     # another RPN checkpoint cannot resume into these proposals; a missing one is a clear error
     other = tiny_rpn_checkpoint(world["root"], seed=1)
-    for weights_arg, message in ((other, "rpn_weights_hash"), (str(world["root"] / "none.pth"), "none.pth")):
+    for weights_arg, message in (
+        (other, "rpn_weights_hash"),
+        (str(world["root"] / "none.pth"), "none.pth"),
+    ):
         with pytest.raises(SystemExit) as e:
-            _run(world, out, "--stage", "proposals", "--rpn-weights", weights_arg, *rpn, dataset=VAL)
+            _run(
+                world, out, "--stage", "proposals", "--rpn-weights", weights_arg, *rpn, dataset=VAL
+            )
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and message in err[0], err
     with pytest.raises(SystemExit):  # the detector's config is not an RPN-only model
-        _run(world, world["root"] / "rpn_bad", "--stage", "proposals", "--proposal-mode", "rpn",
-             "--rpn-config", os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN.yaml"),
-             "--rpn-weights", weights, dataset=VAL)  # fmt: skip
+        _run(
+            world,
+            world["root"] / "rpn_bad",
+            "--stage",
+            "proposals",
+            "--proposal-mode",
+            "rpn",
+            "--rpn-config",
+            os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN.yaml"),
+            "--rpn-weights",
+            weights,
+            dataset=VAL,
+        )
     assert "ProposalNetwork" in capsys.readouterr().err
 
 
@@ -417,8 +514,14 @@ def test_torchrun_ranks_take_one_shard_each(world):
     single = _single_run(world)
     out = world["root"] / "ddp"
     env, cmd = _tool_command(world, out)
-    torchrun = ["-m", "torch.distributed.run", "--nproc-per-node", "2",
-                "--master-port", str(29500 + os.getpid() % 1000)]  # fmt: skip
+    torchrun = [
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(29500 + os.getpid() % 1000),
+    ]
     cmd = [cmd[0], *torchrun, *cmd[1:]]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -434,8 +537,14 @@ def test_unreadable_image_is_skipped_and_listed_or_fatal_with_strict(world, caps
     (broken / "train" / "000002.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     name = "test_precompute_broken_train"
     if name not in DatasetCatalog.list():
-        register_ovd_dataset(name, str(data / "train.json"), str(broken / "train"), SHAPES_BASE,
-                             DEFAULT_NOVEL_CLASSES, thing_classes=SHAPES_BASE)  # fmt: skip
+        register_ovd_dataset(
+            name,
+            str(data / "train.json"),
+            str(broken / "train"),
+            SHAPES_BASE,
+            DEFAULT_NOVEL_CLASSES,
+            thing_classes=SHAPES_BASE,
+        )
     summary = _run(world, broken / "out", dataset=name)
     assert summary["skipped"] == 1 and summary["merged"]
     manifest = FeatureStore(str(broken / "out")).manifest

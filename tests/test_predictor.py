@@ -13,9 +13,13 @@ from detectron2.utils.events import EventStorage
 
 from ezsd.data.text_embedding_file import save_text_embeddings
 from ezsd.modeling import (
-    EZSDBoxHead, EZSDPredictor, TestTimeExtensions, distillation_loss, load_vocabulary_file,
+    EZSDBoxHead,
+    EZSDPredictor,
+    TestTimeExtensions,
+    distillation_loss,
+    load_vocabulary_file,
     normalize_weights_per_image,
-)  # fmt: skip
+)
 from ezsd.utils.errors import UserInputError
 
 D, F_REG = 8, 6
@@ -30,9 +34,11 @@ def _predictor(num_classes=3, **kwargs):
     kwargs.setdefault("text_embeddings", _text(num_classes))
     kwargs.setdefault("class_names", [f"c{i}" for i in range(num_classes)])
     return EZSDPredictor(
-        ShapeSpec(channels=D), box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
-        reg_input_shape=ShapeSpec(channels=F_REG), **kwargs,
-    )  # fmt: skip
+        ShapeSpec(channels=D),
+        box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
+        reg_input_shape=ShapeSpec(channels=F_REG),
+        **kwargs,
+    )
 
 
 def _inputs(num=5, seed=1):
@@ -108,14 +114,18 @@ def test_semantic_regression_at_inference_follows_softmax_with_background():
     _condition_on_text(pred)  # deltas = the first 4 dims of the conditioning text
     with torch.no_grad():
         pred.bg_score.weight.copy_(0.02 * eye[3:4])
-    regions = torch.stack([
-        eye[3],                                      # cos 0, 0, 0; bg logit 2: background
-        F.normalize(eye[3] + 0.01 * eye[2], dim=0),  # class 2 logit 1.0 < bg 2.0: background
-        F.normalize(eye[1] + 0.5 * eye[3], dim=0),   # class 1 logit 89.4 > bg 0.9: class 1
-        F.normalize(eye[2] - eye[3], dim=0),         # class 2 logit 70.7 > bg -1.4: class 2
-    ])  # fmt: skip
+    regions = torch.stack(
+        [
+            eye[3],  # cos 0, 0, 0; bg logit 2: background
+            F.normalize(eye[3] + 0.01 * eye[2], dim=0),  # class 2 logit 1.0 < bg 2.0: background
+            F.normalize(eye[1] + 0.5 * eye[3], dim=0),  # class 1 logit 89.4 > bg 0.9: class 1
+            F.normalize(eye[2] - eye[3], dim=0),  # class 2 logit 70.7 > bg -1.4: class 2
+        ]
+    )
     scores, deltas = pred.eval()((regions, torch.zeros(4, F_REG)))
-    torch.testing.assert_close(scores[:, 3], torch.tensor([2.0, 2.0, 0.8944, -1.4142]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        scores[:, 3], torch.tensor([2.0, 2.0, 0.8944, -1.4142]), atol=1e-3, rtol=0
+    )
     expected = torch.stack([torch.zeros(4), torch.zeros(4), eye[1, :4], eye[2, :4]])
     torch.testing.assert_close(deltas, expected)
     # the foreground-only argmax (the rule before issue 23) would condition rows 0-1 on a class
@@ -123,8 +133,9 @@ def test_semantic_regression_at_inference_follows_softmax_with_background():
 
 
 def test_vocabulary_swap_keeps_a_buffer_and_changes_num_classes():
-    pred = _predictor(num_classes=3, test_text_embeddings=_text(5, seed=3),
-                      test_class_names=list("abcde"))  # fmt: skip
+    pred = _predictor(
+        num_classes=3, test_text_embeddings=_text(5, seed=3), test_class_names=list("abcde")
+    )
     assert pred.num_classes == 3 and pred.class_names == ["c0", "c1", "c2"]
     assert "text_embeddings" not in pred.state_dict()  # checkpoints are vocabulary-free
     pred.eval()  # the inference vocabulary becomes active
@@ -183,8 +194,11 @@ def test_objectness_exponent_weights_class_probabilities_at_inference(tmp_path):
 
 def test_split_softmax_keeps_base_and_novel_names_apart_at_inference(tmp_path):
     names = ["c0", "n0", "c2", "n1"]  # c*: the training vocabulary's (base), n*: novel
-    pred = _predictor(extensions=TestTimeExtensions(split_softmax=True),
-                      test_text_embeddings=_text(4, seed=5), test_class_names=names).eval()  # fmt: skip
+    pred = _predictor(
+        extensions=TestTimeExtensions(split_softmax=True),
+        test_text_embeddings=_text(4, seed=5),
+        test_class_names=names,
+    ).eval()
     emb, reg = _inputs()
     predictions = pred((emb, reg))
     scores = predictions[0]
@@ -202,7 +216,9 @@ def test_split_softmax_keeps_base_and_novel_names_apart_at_inference(tmp_path):
     torch.testing.assert_close(pred.predict_probs(plain, proposals)[0], plain[0].softmax(-1))
     pred.train()
     train_out = pred((emb, reg))
-    torch.testing.assert_close(pred.predict_probs(train_out, proposals)[0], train_out[0].softmax(-1))
+    torch.testing.assert_close(
+        pred.predict_probs(train_out, proposals)[0], train_out[0].softmax(-1)
+    )
     cfg = _cfg(tmp_path)
     cfg.MODEL.EZSD.TEST_SPLIT_SOFTMAX = True
     shapes = (ShapeSpec(channels=D), ShapeSpec(channels=F_REG))
@@ -220,7 +236,9 @@ def test_vocabulary_classifier_alone_and_checkpoints_of_the_flat_layout():
     torch.testing.assert_close(clf(emb)[:, :3], 10.0 * emb @ _text(3).t(), rtol=1e-5, atol=1e-5)
     assert sorted(clf.state_dict()) == ["bg_score.weight", "log_temperature"]
     clf.eval().set_vocabulary(_text(5, seed=2), list("vwxyz"))
-    assert clf.num_classes == 5 and clf(emb).shape == (5, 6) and clf.training_names == ["a", "b", "c"]
+    assert (
+        clf.num_classes == 5 and clf(emb).shape == (5, 6) and clf.training_names == ["a", "b", "c"]
+    )
     assert clf.train().num_classes == 3
 
     source = _predictor()
@@ -257,8 +275,13 @@ def test_vocabulary_file_and_mismatched_sidecar(tmp_path):
 def test_box_head_branches():
     # seeded: at FC width 6 some random inputs zero every ReLU before the embedding layer
     torch.manual_seed(0)
-    head = EZSDBoxHead(ShapeSpec(channels=4, height=5, width=5), embed_dim=D, conv_dim=6,
-                       fc_dim=F_REG, conv_norm="")  # fmt: skip
+    head = EZSDBoxHead(
+        ShapeSpec(channels=4, height=5, width=5),
+        embed_dim=D,
+        conv_dim=6,
+        fc_dim=F_REG,
+        conv_norm="",
+    )
     emb, reg = head(torch.randn(7, 4, 5, 5), num_reg=3)
     assert emb.shape == (7, D) and reg.shape == (3, F_REG)
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(7))
@@ -347,8 +370,8 @@ def test_temperature_lr_factor_scales_log_t_and_background_only():
     from torch import nn
 
     from ezsd import add_ezsd_config
-    from ezsd.modeling import temperature_scaled_parameters
     from ezsd.engine import Trainer
+    from ezsd.modeling import temperature_scaled_parameters
 
     model = nn.Module()
     model.roi_heads = nn.Module()
@@ -356,7 +379,7 @@ def test_temperature_lr_factor_scales_log_t_and_background_only():
     assert temperature_scaled_parameters(model) == [
         "roi_heads.box_predictor.cls_score.log_temperature",
         "roi_heads.box_predictor.cls_score.bg_score.weight",
-    ]  # fmt: skip
+    ]
     cfg = get_cfg()
     add_ezsd_config(cfg)
     cfg.SOLVER.BASE_LR, cfg.MODEL.EZSD.TEMPERATURE_LR_FACTOR = 0.02, 0.01
@@ -379,8 +402,8 @@ def test_solver_optimizer_selects_sgd_or_adamw_with_the_same_groups_and_clipping
     from torch import nn
 
     from ezsd import add_ezsd_config
-    from ezsd.utils.errors import UserInputError
     from ezsd.engine import Trainer
+    from ezsd.utils.errors import UserInputError
 
     build = Trainer.build_optimizer
     cfg = get_cfg()
@@ -421,26 +444,40 @@ def test_vocabularies_of_different_clips_are_refused(tmp_path):
 
     clip_hash = file_sha256(str(clip_file))
     cfg = _cfg(tmp_path, test_file=True)
-    save_text_embeddings(cfg.MODEL.EZSD.TEXT_EMBEDDINGS, _text(2).numpy(), ["lemon", "lime"],
-                         clip_hash=clip_hash)  # fmt: skip
-    save_text_embeddings(cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS, _text(3).numpy(),
-                         ["lemon", "lime", "kiwi"], clip_hash="0123456789ab")  # fmt: skip
+    save_text_embeddings(
+        cfg.MODEL.EZSD.TEXT_EMBEDDINGS, _text(2).numpy(), ["lemon", "lime"], clip_hash=clip_hash
+    )
+    save_text_embeddings(
+        cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS,
+        _text(3).numpy(),
+        ["lemon", "lime", "kiwi"],
+        clip_hash="0123456789ab",
+    )
     with pytest.raises(UserInputError) as e:
         EZSDPredictor(cfg, *shapes)
     message = str(e.value)
     assert "MODEL.EZSD.TEST_TEXT_EMBEDDINGS" in message and "all.npy" in message
     assert "CLIP 0123456789ab" in message and f"CLIP {clip_hash}" in message and "\n" not in message
     # a test file without a hash next to a training file with one: cannot be checked, refused
-    save_text_embeddings(cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS, _text(3).numpy(), ["lemon", "lime", "kiwi"])
+    save_text_embeddings(
+        cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS, _text(3).numpy(), ["lemon", "lime", "kiwi"]
+    )
     with pytest.raises(UserInputError, match="all.npy records no CLIP hash"):
         EZSDPredictor(cfg, *shapes)
-    save_text_embeddings(cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS, _text(3).numpy(),
-                         ["lemon", "lime", "kiwi"], clip_hash=clip_hash)  # fmt: skip
+    save_text_embeddings(
+        cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS,
+        _text(3).numpy(),
+        ["lemon", "lime", "kiwi"],
+        clip_hash=clip_hash,
+    )
     cfg.MODEL.EZSD.CLIP.MODEL = str(clip_file)
     assert EZSDPredictor(cfg, *shapes).eval().num_classes == 3  # all three agree
     clip_file.write_bytes(b"another CLIP checkpoint")
-    with pytest.raises(UserInputError, match=f"MODEL.EZSD.CLIP.MODEL .*clip.pt was made with CLIP "
-                                             f"{file_sha256(str(clip_file))} but .*base.npy with CLIP {clip_hash}"):
+    with pytest.raises(
+        UserInputError,
+        match=f"MODEL.EZSD.CLIP.MODEL .*clip.pt was made with CLIP "
+        f"{file_sha256(str(clip_file))} but .*base.npy with CLIP {clip_hash}",
+    ):
         EZSDPredictor(cfg, *shapes)
 
 

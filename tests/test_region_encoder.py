@@ -21,8 +21,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ezsd.clip import (
-    crop_boxes, crop_classification_accuracy, crop_regions, encode_regions, save_clip_checkpoint,
-)  # fmt: skip
+    crop_boxes,
+    crop_classification_accuracy,
+    crop_regions,
+    encode_regions,
+    save_clip_checkpoint,
+)
 from ezsd.clip.regions import CLIP_MEAN, CLIP_STD
 
 from tiny_clip import tiny_clip
@@ -32,9 +36,15 @@ MEAN, STD = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3
 # Whole-pixel geometry (sides * 1.2 whole, clipped square minus each side even); several touch
 # or cross the border, [140, 100, 146, 106] is grown to the 10 px minimum, others shrink.
 BOXES = [
-    [100, 100, 110, 110], [50, 60, 100, 80], [0, 0, 20, 40], [300, 200, 320, 240],
-    [10, 10, 210, 170], [20, 30, 220, 230], [140, 100, 146, 106], [0, 0, 300, 220],
-]  # fmt: skip
+    [100, 100, 110, 110],
+    [50, 60, 100, 80],
+    [0, 0, 20, 40],
+    [300, 200, 320, 240],
+    [10, 10, 210, 170],
+    [20, 30, 220, 230],
+    [140, 100, 146, 106],
+    [0, 0, 300, 220],
+]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +107,7 @@ def test_tiny_and_outside_boxes(image):
     torch.testing.assert_close(
         crop_regions(image, [[104.8, 104.8, 105.2, 105.2]], 32),
         crop_regions(image, [[100, 100, 110, 110]], 32, scale=1.0),
-    )  # fmt: skip
+    )
     # without a minimum: a degenerate box crops to a nearly uniform patch, never NaN
     tiny = crop_regions(
         image, [[105.2, 105.2, 105.2, 105.2], [60.1, 60.1, 60.4, 60.3]], 32, min_size=0
@@ -137,8 +147,16 @@ def _write_dataset(root):
         pixels = np.full((80, 100, 3), 128, np.uint8)
         for cat, x, y in layout:
             pixels[y : y + 20, x : x + 20] = colours[cat]
-            annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=cat,
-                                    bbox=[x, y, 20, 20], area=400, iscrowd=0))  # fmt: skip
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=image_id,
+                    category_id=cat,
+                    bbox=[x, y, 20, 20],
+                    area=400,
+                    iscrowd=0,
+                )
+            )
         Image.fromarray(pixels).save(os.path.join(root, f"{image_id}.png"))
         images.append({"id": image_id, "file_name": f"{image_id}.png", "width": 100, "height": 80})
     path = os.path.join(root, "data.json")
@@ -165,8 +183,12 @@ def test_crop_accuracy_tool(model, tmp_path, capsys):
     assert json.load(open(out))["num_all"] == 5
 
     # the function itself, on dataset dicts with a group that has no box
-    dicts = [{"file_name": os.path.join(tmp_path, "1.png"), "annotations": [
-        {"bbox": [10, 10, 30, 30], "bbox_mode": 0, "category_id": 0}]}]  # fmt: skip
+    dicts = [
+        {
+            "file_name": os.path.join(tmp_path, "1.png"),
+            "annotations": [{"bbox": [10, 10, 30, 30], "bbox_mode": 0, "category_id": 0}],
+        }
+    ]
     result = crop_classification_accuracy(model, dicts, ["a", "b"], ["a"], ["b"])
     assert result["num_base"] == 1 and result["novel-among-all"] is None
     assert result["base-among-all"] in (0.0, 1.0) and result["per_class"]["b"] is None

@@ -28,6 +28,7 @@ def _one_thread():
     yield
     torch.set_num_threads(threads)
 
+
 BASE = ["lemon", "brick", "lime"]
 ALL = BASE + ["kiwi", "plum"]
 
@@ -96,16 +97,22 @@ def _batch(with_distill=True, seed=0):
         inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 50.0], [30.0, 10.0, 60.0, 30.0]]))
         inst.gt_classes = torch.tensor([0, 2])
         inst.gt_masks = BitMasks(torch.rand(2, h, w, generator=g) > 0.5)
-        x = {"image": torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8),
-             "instances": inst, "height": h, "width": w}  # fmt: skip
+        x = {
+            "image": torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8),
+            "instances": inst,
+            "height": h,
+            "width": w,
+        }
         if with_distill:
             k = 5
             xy = torch.rand(k, 2, generator=g) * 30
             x["distill_regions"] = Instances(
-                (h, w), boxes=Boxes(torch.cat([xy, xy + 10 + torch.rand(k, 2, generator=g) * 20], 1)),
-                targets=torch.randn(k, D, generator=g).half(), weights=torch.rand(k, generator=g),
+                (h, w),
+                boxes=Boxes(torch.cat([xy, xy + 10 + torch.rand(k, 2, generator=g) * 20], 1)),
+                targets=torch.randn(k, D, generator=g).half(),
+                weights=torch.rand(k, generator=g),
                 is_gt=torch.arange(k) < 2,
-            )  # fmt: skip
+            )
         inputs.append(x)
     return inputs
 
@@ -113,8 +120,11 @@ def _batch(with_distill=True, seed=0):
 def test_training_step_with_distillation_and_inference(tmp_path):
     torch.manual_seed(0)
     cfg = _cfg(
-        tmp_path, **{"MODEL.EZSD.TEST_TEXT_EMBEDDINGS": _vocab(tmp_path / "all.npy", ALL, 1),
-                     "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0}  # the paper's: every image has detections
+        tmp_path,
+        **{
+            "MODEL.EZSD.TEST_TEXT_EMBEDDINGS": _vocab(tmp_path / "all.npy", ALL, 1),
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0,
+        },  # the paper's: every image has detections
     )
     model = build_model(cfg)
     assert isinstance(model, EZSDRCNN) and isinstance(model.roi_heads, EZSDROIHeads)
@@ -167,8 +177,12 @@ def test_distillation_switch_and_missing_regions(tmp_path):
         assert torch.isfinite(losses["loss_distill"])
         losses["loss_distill"].backward()
 
-    model = build_model(_cfg(tmp_path, **{"MODEL.EZSD.DISTILL.ENABLED": False,
-                                          "MODEL.EZSD.SEMANTIC_REGRESSION": False}))  # fmt: skip
+    model = build_model(
+        _cfg(
+            tmp_path,
+            **{"MODEL.EZSD.DISTILL.ENABLED": False, "MODEL.EZSD.SEMANTIC_REGRESSION": False},
+        )
+    )
     model.train()
     with EventStorage():
         losses = model(_batch(with_distill=False))
@@ -193,8 +207,14 @@ def _loss_by_hand(model, batch, factor):
 
 def _gt_proposals(batch):
     """Each image's GT boxes as its proposals."""
-    return [Instances(x["instances"].image_size, proposal_boxes=x["instances"].gt_boxes,
-                      objectness_logits=torch.zeros(len(x["instances"]))) for x in batch]  # fmt: skip
+    return [
+        Instances(
+            x["instances"].image_size,
+            proposal_boxes=x["instances"].gt_boxes,
+            objectness_logits=torch.zeros(len(x["instances"])),
+        )
+        for x in batch
+    ]
 
 
 def test_distillation_loss_uses_region_embeddings_of_distill_boxes(tmp_path):
@@ -207,14 +227,17 @@ def test_distillation_loss_uses_region_embeddings_of_distill_boxes(tmp_path):
     heads = model.roi_heads
     with EventStorage():
         images, features, regions, _, expected = _loss_by_hand(model, batch, factor=0.5)
-        _, losses = heads(images, features, _gt_proposals(batch), [x["instances"] for x in batch],
-                          regions)  # fmt: skip
+        _, losses = heads(
+            images, features, _gt_proposals(batch), [x["instances"] for x in batch], regions
+        )
     torch.testing.assert_close(losses["loss_distill"], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_mask_head_and_bad_config(tmp_path):
     torch.manual_seed(0)
-    model = build_model(_cfg(tmp_path, **{"MODEL.MASK_ON": True, "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0}))
+    model = build_model(
+        _cfg(tmp_path, **{"MODEL.MASK_ON": True, "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0})
+    )
     model.train()
     with EventStorage():
         losses = model(_batch())
@@ -254,18 +277,28 @@ def test_mapper_outputs_train_the_model(tmp_path):
         [[4, 4, 30, 40], [20, 10, 60, 44], [0, 0, 20, 20], [30, 5, 62, 30]], np.float32
     )
     write_image_regions(
-        str(tmp_path / "feats"), 7, boxes=boxes, embeddings=rng.normal(size=(4, D)),
-        confidence=[1, 1, 0.5, 0.8], clip_class=[0, 1, 3, 4], objectness=[0, 0, 0.9, 0.5],
+        str(tmp_path / "feats"),
+        7,
+        boxes=boxes,
+        embeddings=rng.normal(size=(4, D)),
+        confidence=[1, 1, 0.5, 0.8],
+        clip_class=[0, 1, 3, 4],
+        objectness=[0, 0, 0.9, 0.5],
         is_gt=[True, True, False, False],
-    )  # fmt: skip
+    )
     write_manifest(str(tmp_path / "feats"), "abc", ALL, BASE, {}, {7: 4})
     Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "a.png")
-    annos = [{"bbox": b.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": c, "iscrowd": 0}
-             for b, c in zip(boxes[:2], (0, 2))]  # fmt: skip
+    annos = [
+        {"bbox": b.tolist(), "bbox_mode": BoxMode.XYXY_ABS, "category_id": c, "iscrowd": 0}
+        for b, c in zip(boxes[:2], (0, 2))
+    ]
     mapper = EZSDDatasetMapper(
-        True, augmentations=[T.Resize((72, 96)), T.RandomFlip(prob=1.0)], image_format="BGR",
-        feature_store=str(tmp_path / "feats"), num_distill_proposals=3,
-    )  # fmt: skip
+        True,
+        augmentations=[T.Resize((72, 96)), T.RandomFlip(prob=1.0)],
+        image_format="BGR",
+        feature_store=str(tmp_path / "feats"),
+        num_distill_proposals=3,
+    )
     record = {"file_name": str(tmp_path / "a.png"), "image_id": 7, "height": 48, "width": 64}
     batch = [mapper(dict(record, annotations=annos)) for _ in range(2)]
     assert len(batch[0]["distill_regions"]) == 5
@@ -285,23 +318,30 @@ def test_repeated_distillation_boxes_are_embedded_once_with_the_same_loss_and_gr
     rows = torch.tensor([0, 1, 2, 2, 3, 3, 3, 4, 2])
     for x in batch:
         r = x["distill_regions"]
-        x["distill_regions"] = Instances(r.image_size, boxes=Boxes(r.boxes.tensor[rows]),
-                                         targets=r.targets[rows], weights=r.weights[rows],
-                                         is_gt=r.is_gt[rows])  # fmt: skip
+        x["distill_regions"] = Instances(
+            r.image_size,
+            boxes=Boxes(r.boxes.tensor[rows]),
+            targets=r.targets[rows],
+            weights=r.weights[rows],
+            is_gt=r.is_gt[rows],
+        )
     pooled = []
     heads.box_pooler.register_forward_hook(lambda m, i, o: pooled.append(o.shape[0]))
     params = [p for n, p in heads.box_head.named_parameters() if not n.startswith("reg_branch")]
     with EventStorage():
         images, features, regions, feats, expected = _loss_by_hand(model, batch, factor=1.0)
-        expected_grads = torch.autograd.grad(expected, params + feats, retain_graph=True,
-                                             allow_unused=True)  # fmt: skip
+        expected_grads = torch.autograd.grad(
+            expected, params + feats, retain_graph=True, allow_unused=True
+        )
         pooled.clear()
-        _, losses = heads(images, features, _gt_proposals(batch), [x["instances"] for x in batch],
-                          regions)  # fmt: skip
+        _, losses = heads(
+            images, features, _gt_proposals(batch), [x["instances"] for x in batch], regions
+        )
         grads = torch.autograd.grad(losses["loss_distill"], params + feats, allow_unused=True)
     assert pooled[1:] == [2 * 5]  # after the proposals: 5 distinct distillation boxes per image
     torch.testing.assert_close(losses["loss_distill"], expected, rtol=1e-4, atol=1e-5)
     for got, want, x in zip(grads, expected_grads, params + feats):
         zero = torch.zeros_like(x)  # a pyramid level no box falls on
-        torch.testing.assert_close(zero if got is None else got, zero if want is None else want,
-                                   rtol=1e-3, atol=1e-6)  # fmt: skip
+        torch.testing.assert_close(
+            zero if got is None else got, zero if want is None else want, rtol=1e-3, atol=1e-6
+        )

@@ -1,5 +1,6 @@
 """tools/run_pipeline.py (ezsd.shapes_pipeline) reuses a stage's outputs only when they were made from the inputs asked
 for now, and results.json records every input that decides its figures (no tool is run here)."""
+
 import json
 import os
 
@@ -21,7 +22,9 @@ def _data(root, seed=0, num_train=4, num_val=2, novel=("kite", "cup")):
 
 
 def _pipeline(root, *argv):
-    args = run_pipeline.parse_args(["--output-dir", str(root), "--novel", "kite,cup", *map(str, argv)])
+    args = run_pipeline.parse_args(
+        ["--output-dir", str(root), "--novel", "kite,cup", *map(str, argv)]
+    )
     pipeline = run_pipeline.Pipeline(args)
     pipeline.ran = []
     pipeline.run_tool = lambda stage, *a: pipeline.ran.append(stage)
@@ -33,12 +36,16 @@ def test_data_of_other_counts_or_seed_is_refused(tmp_path):
     same = _pipeline(tmp_path, "--num-train", 4, "--num-val", 2)
     same.data()
     assert same.ran == []  # reused
-    for argv, difference in ((("--num-train", 5, "--num-val", 2), "num_train: 4 there, 5 asked"),
-                             (("--num-train", 4, "--num-val", 3), "num_val: 2 there, 3 asked"),
-                             (("--num-train", 4, "--num-val", 2, "--seed", 1), "seed: 0 there, 1 asked")):  # fmt: skip
+    for argv, difference in (
+        (("--num-train", 5, "--num-val", 2), "num_train: 4 there, 5 asked"),
+        (("--num-train", 4, "--num-val", 3), "num_val: 2 there, 3 asked"),
+        (("--num-train", 4, "--num-val", 2, "--seed", 1), "seed: 0 there, 1 asked"),
+    ):
         with pytest.raises(UserInputError) as e:
             _pipeline(tmp_path, *argv).data()
-        assert difference in str(e.value) and "shapes_ovd: holds other ShapesOVD data" in str(e.value)
+        assert difference in str(e.value) and "shapes_ovd: holds other ShapesOVD data" in str(
+            e.value
+        )
 
 
 def test_a_stage_made_from_other_inputs_is_refused_not_reused(tmp_path):
@@ -50,18 +57,24 @@ def test_a_stage_made_from_other_inputs_is_refused_not_reused(tmp_path):
     with pytest.raises(UserInputError, match="holds outputs without a record of their inputs"):
         pipeline.stage("features", lambda: True, lambda: runs.append(1), folder, inputs)
     pipeline.stage("features", lambda: False, lambda: runs.append(1), folder, inputs)
-    assert runs == [1] and json.loads(open(os.path.join(folder, "pipeline_inputs.json")).read()) == inputs
+    assert (
+        runs == [1]
+        and json.loads(open(os.path.join(folder, "pipeline_inputs.json")).read()) == inputs
+    )
     pipeline.stage("features", lambda: True, lambda: runs.append(1), folder, inputs)
     assert runs == [1]  # done and made from the same inputs: skipped
     with pytest.raises(UserInputError) as e:
-        pipeline.stage("features", lambda: True, lambda: runs.append(1), folder, dict(inputs, num_train=8))
+        pipeline.stage(
+            "features", lambda: True, lambda: runs.append(1), folder, dict(inputs, num_train=8)
+        )
     assert "stage 'features'" in str(e.value) and "num_train: 4 there, 8 asked" in str(e.value)
 
 
 def test_results_record_every_input_that_decides_the_figures(tmp_path):
     _data(tmp_path)
-    pipeline = _pipeline(tmp_path, "--num-train", 4, "--num-val", 2, "--max-iter", 7,
-                         "--variant", "vild_like")  # fmt: skip
+    pipeline = _pipeline(
+        tmp_path, "--num-train", 4, "--num-val", 2, "--max-iter", 7, "--variant", "vild_like"
+    )
     pipeline.data()
     pipeline.text_files = {s: str(tmp_path / f"{s}.npy") for s in ("train", "test")}
     pipeline.feature_dir = str(tmp_path / "features_raw_random")
@@ -70,9 +83,13 @@ def test_results_record_every_input_that_decides_the_figures(tmp_path):
     train = tmp_path / "train"
     cfg = run_pipeline.load_ezsd_config(run_pipeline.CONFIG, pipeline.train_opts)
     (train / "config.yaml").write_text(cfg.dump())
-    metrics = {k: 1.0 for k in ("AP50_base", "AP50_novel", "AP50_all", "AP_base", "AP_novel", "AP_all")}
+    metrics = {
+        k: 1.0 for k in ("AP50_base", "AP50_novel", "AP50_all", "AP_base", "AP_novel", "AP_all")
+    }
     os.makedirs(train / "inference" / "shapes_ovd_val")
-    (train / "inference" / "shapes_ovd_val" / "ovd_metrics.json").write_text(json.dumps({"bbox": metrics}))
+    (train / "inference" / "shapes_ovd_val" / "ovd_metrics.json").write_text(
+        json.dumps({"bbox": metrics})
+    )
     (train / "metrics.json").write_text(json.dumps({"iteration": 6, "total_loss": 1.0}) + "\n")
     results = pipeline.results(started=0)
     assert (results["seed"], results["num_train"], results["num_val"]) == (0, 4, 2)

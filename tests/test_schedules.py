@@ -1,4 +1,5 @@
 """The COCO and LVIS schedules are the paper's epochs of the images the loader keeps."""
+
 import math
 import os
 
@@ -17,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         # LVIS v1 train (at most 3.4% fewer once images holding only rare boxes are dropped)
         ("LVIS-OVD/ezsd_mask_rcnn_R_50_FPN_4x.yaml", 100_170, 48, (32, 44)),
     ],
-)  # fmt: skip
+)
 def test_schedule_in_epochs_of_the_loaded_split(config, images, epochs, steps):
     solver = load_ezsd_config(os.path.join(REPO, "configs", config)).SOLVER
     per_epoch = images / solver.IMS_PER_BATCH

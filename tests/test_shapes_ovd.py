@@ -1,4 +1,5 @@
 """ShapesOVD generator: determinism, COCO validity, base/novel split, box validity, CLI, CLIP pairs."""
+
 import json
 import os
 import subprocess
@@ -9,9 +10,12 @@ import pytest
 from pycocotools.coco import COCO
 
 from ezsd.data.shapes_ovd import (
-    CATEGORY_FREQUENCY, CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, generate_shapes_ovd,
+    CATEGORY_FREQUENCY,
+    CATEGORY_NAMES,
+    DEFAULT_NOVEL_CLASSES,
+    generate_shapes_ovd,
     render_clip_pairs,
-)  # fmt: skip
+)
 from ezsd.data.shapes_ovd.statistics import split_statistics
 
 TOOL = os.path.join(os.path.dirname(__file__), "..", "datasets", "prepare_shapes_ovd.py")
@@ -35,7 +39,9 @@ def _load(folder, split):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return str(generate_shapes_ovd(str(tmp_path_factory.mktemp("shapes")), seed=0, num_train=8, num_val=6))
+    return str(
+        generate_shapes_ovd(str(tmp_path_factory.mktemp("shapes")), seed=0, num_train=8, num_val=6)
+    )
 
 
 def test_categories_and_default_split():
@@ -71,9 +77,15 @@ def test_proportions_are_cocos(tmp_path):
 
 def test_deterministic_per_seed(world, tmp_path):
     first = _files(world)
-    assert sorted(first) == sorted(["train.json", "val.json", "split.json"] + [f"train/{i:06d}.jpg" for i in range(8)]
-                                   + [f"val/{i:06d}.jpg" for i in range(6)])
-    assert _files(generate_shapes_ovd(str(tmp_path / "again"), seed=0, num_train=8, num_val=6)) == first
+    assert sorted(first) == sorted(
+        ["train.json", "val.json", "split.json"]
+        + [f"train/{i:06d}.jpg" for i in range(8)]
+        + [f"val/{i:06d}.jpg" for i in range(6)]
+    )
+    assert (
+        _files(generate_shapes_ovd(str(tmp_path / "again"), seed=0, num_train=8, num_val=6))
+        == first
+    )
     other = _files(generate_shapes_ovd(str(tmp_path / "other"), seed=1, num_train=8, num_val=6))
     assert other["train/000000.jpg"] != first["train/000000.jpg"]
 
@@ -81,10 +93,17 @@ def test_deterministic_per_seed(world, tmp_path):
 def test_split_changes_labels_not_images(world, tmp_path):
     """Novel objects are drawn in training images whatever the split: only the labels differ."""
     novel = ("grape", "coin")
-    alt = generate_shapes_ovd(str(tmp_path / "alt"), seed=0, num_train=8, num_val=6, novel_classes=novel)
+    alt = generate_shapes_ovd(
+        str(tmp_path / "alt"), seed=0, num_train=8, num_val=6, novel_classes=novel
+    )
     assert _files(os.path.join(alt, "train")) == _files(os.path.join(world, "train"))
-    assert {c["name"] for c in _load(alt, "train")["categories"]} == set(CATEGORY_NAMES) - set(novel)
-    assert _load(alt, "split") == {"base": [n for n in CATEGORY_NAMES if n not in novel], "novel": ["coin", "grape"]}
+    assert {c["name"] for c in _load(alt, "train")["categories"]} == set(CATEGORY_NAMES) - set(
+        novel
+    )
+    assert _load(alt, "split") == {
+        "base": [n for n in CATEGORY_NAMES if n not in novel],
+        "novel": ["coin", "grape"],
+    }
 
 
 def test_jsons_load_with_pycocotools(world):
@@ -121,16 +140,21 @@ def test_boxes_valid(world):
 
 
 def _run_tool(*args):
-    return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, TOOL, *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_rejects_unknown_novel_name(tmp_path):
-    result = _run_tool("--out", str(tmp_path / "x"), "--num-train", "1", "--num-val", "1",
-                       "--novel", "tomato,kiwi")
+    result = _run_tool(
+        "--out", str(tmp_path / "x"), "--num-train", "1", "--num-val", "1", "--novel", "tomato,kiwi"
+    )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "Traceback" not in result.stderr, result.stderr
-    assert len(errors) == 1 and "kiwi" in errors[0] and ",".join(CATEGORY_NAMES) in errors[0], result.stderr
+    assert len(errors) == 1 and "kiwi" in errors[0] and ",".join(CATEGORY_NAMES) in errors[0], (
+        result.stderr
+    )
     assert not os.path.exists(tmp_path / "x" / "train.json")
 
 

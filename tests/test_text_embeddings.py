@@ -11,9 +11,13 @@ import torch
 from detectron2.data import MetadataCatalog
 
 from ezsd.clip import (
-    ENSEMBLE_PROMPTS, clean_class_name, load_text_embeddings, save_clip_checkpoint,
-    save_text_embeddings, text_embeddings,
-)  # fmt: skip
+    ENSEMBLE_PROMPTS,
+    clean_class_name,
+    load_text_embeddings,
+    save_clip_checkpoint,
+    save_text_embeddings,
+    text_embeddings,
+)
 from ezsd.utils.errors import UserInputError
 
 from tiny_clip import tiny_clip
@@ -92,8 +96,9 @@ def test_dump_tool_writes_both_files(model, checkpoint, tmp_path):
     out = tmp_path / "sub" / "names.npy"
     subprocess.run(
         [sys.executable, TOOL, "--clip", checkpoint, "--names", ",".join(NAMES), "--out", str(out)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     emb, names = load_text_embeddings(str(out), expected_names=NAMES)
     assert names == NAMES and emb.shape == (4, 32)
     np.testing.assert_allclose(emb, text_embeddings(model, NAMES).numpy(), atol=2e-2)  # fp16 file
@@ -105,8 +110,9 @@ def test_dump_tool_dataset(checkpoint, tmp_path):
     out = str(tmp_path / "coco.npy")
     run = lambda dataset: subprocess.run(  # noqa: E731
         [sys.executable, TOOL, "--clip", checkpoint, "--dataset", dataset, "--out", out],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert run("coco_ovd_val").returncode == 0
     classes = MetadataCatalog.get("coco_ovd_val").thing_classes
     assert load_text_embeddings(out, expected_names=classes)[0].shape == (65, 32)
@@ -136,7 +142,9 @@ def test_sidecar_records_the_clip_hash_and_mismatches_are_refused(tmp_path):
     save_text_embeddings(path, np.eye(2, 4), ["a", "b"])
     assert text_embedding_info(path)["clip_hash"] is None
     assert check_same_clip([("x.npy", "abc"), ("y.npy", None), ("z", "abc")]) == "abc"
-    with pytest.raises(UserInputError, match="^y.npy was made with CLIP def but x.npy with CLIP abc"):
+    with pytest.raises(
+        UserInputError, match="^y.npy was made with CLIP def but x.npy with CLIP abc"
+    ):
         check_same_clip([("x.npy", "abc"), ("y.npy", "def")])
     with pytest.raises(UserInputError, match="^y.npy records no CLIP hash"):
         check_same_clip([("x.npy", "abc"), ("y.npy", None)], require_all=True)

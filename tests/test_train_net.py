@@ -1,11 +1,13 @@
 """tools/train_net.py end to end at toy scale: ShapesOVD images, a tiny random CLIP, the real
 offline tools for text embeddings and region features, a few training iterations, evaluation."""
+
 import json
 import math
 
 import pytest
 
 from ezsd.data.shapes_ovd import CATEGORY_NAMES
+
 from train_workspace import run_tool as _tool
 from train_workspace import train_args as _train_args
 
@@ -22,28 +24,42 @@ def test_train_then_evaluate_base_and_novel(workspace):
     result = _tool("train_net.py", *_train_args(root, output_dir), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (output_dir / "model_final.pth").exists()
-    metrics = json.loads((output_dir / "inference" / "shapes_ovd_val" / "ovd_metrics.json").read_text())
+    metrics = json.loads(
+        (output_dir / "inference" / "shapes_ovd_val" / "ovd_metrics.json").read_text()
+    )
     for key in ("AP50_base", "AP50_novel", "AP50_all", "AP_base", "AP_novel", "AP_all"):
         value = metrics["bbox"][key]  # NaN (no class of the group evaluated) would be a failure
         assert math.isfinite(value) and 0 <= value <= 100, (key, value)
     log = (output_dir / "log.txt").read_text()
     assert "loss_distill" in log  # the distillation loss was trained
 
-    evaluation = _tool("train_net.py", "--eval-only",
-                       *_train_args(root, root / "eval", "MODEL.WEIGHTS", output_dir / "model_final.pth"),
-                       env=env)  # fmt: skip
+    evaluation = _tool(
+        "train_net.py",
+        "--eval-only",
+        *_train_args(root, root / "eval", "MODEL.WEIGHTS", output_dir / "model_final.pth"),
+        env=env,
+    )
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
-    again = json.loads((root / "eval" / "inference" / "shapes_ovd_val" / "ovd_metrics.json").read_text())
+    again = json.loads(
+        (root / "eval" / "inference" / "shapes_ovd_val" / "ovd_metrics.json").read_text()
+    )
     assert again == metrics  # evaluation of the saved model reproduces the training run's figures
 
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(("MODEL.EZSD.NO_SUCH_KEY", 1), "command-line option: Non-existent key: MODEL.EZSD.NO_SUCH_KEY"),
-     (("MODEL.EZSD.TEST_TEXT_EMBEDDINGS", "text_base.npy"),
-      f"but {len(CATEGORY_NAMES)} are expected"),
-     (("MODEL.EZSD.DISTILL.FEATURES", "/nonexistent"), "manifest.json: not found")],
-)  # fmt: skip
+    [
+        (
+            ("MODEL.EZSD.NO_SUCH_KEY", 1),
+            "command-line option: Non-existent key: MODEL.EZSD.NO_SUCH_KEY",
+        ),
+        (
+            ("MODEL.EZSD.TEST_TEXT_EMBEDDINGS", "text_base.npy"),
+            f"but {len(CATEGORY_NAMES)} are expected",
+        ),
+        (("MODEL.EZSD.DISTILL.FEATURES", "/nonexistent"), "manifest.json: not found"),
+    ],
+)
 def test_bad_setup_is_a_one_line_error(workspace, extra, message):
     root, env = workspace
     extra = tuple(root / v if str(v).endswith(".npy") else v for v in extra)
@@ -60,11 +76,24 @@ def test_nan_loss_stops_training_with_detectron2s_check(workspace):
     FloatingPointError that says so, no final model."""
     root, env = workspace
     output_dir = root / "nan"
-    result = _tool("train_net.py", *_train_args(root, output_dir, "SOLVER.BASE_LR", 1e12,
-                                                "SOLVER.CLIP_GRADIENTS.ENABLED", False,
-                                                "SOLVER.WARMUP_ITERS", 0, "SOLVER.MAX_ITER", 6,
-                                                "SOLVER.CHECKPOINT_PERIOD", 100),
-                   env=env)  # fmt: skip
+    result = _tool(
+        "train_net.py",
+        *_train_args(
+            root,
+            output_dir,
+            "SOLVER.BASE_LR",
+            1e12,
+            "SOLVER.CLIP_GRADIENTS.ENABLED",
+            False,
+            "SOLVER.WARMUP_ITERS",
+            0,
+            "SOLVER.MAX_ITER",
+            6,
+            "SOLVER.CHECKPOINT_PERIOD",
+            100,
+        ),
+        env=env,
+    )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("FloatingPointError: ") and any(

@@ -1,5 +1,6 @@
 """The toy detector workspace that the train_net tests share: ShapesOVD images, a tiny random
 CLIP, text embeddings and region features made by the real tools (as subprocesses)."""
+
 import importlib.util
 import os
 import subprocess
@@ -34,8 +35,14 @@ RPN_CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "rpn_R_18_FPN.yaml")
 
 
 def run_tool(name, *args, env, timeout=None):
-    return subprocess.run(tool_command(name, *args), env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        tool_command(name, *args),
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 SHAPES_BASE = [c for c in CATEGORY_NAMES if c not in DEFAULT_NOVEL_CLASSES]
@@ -47,10 +54,14 @@ def register_shapes_splits(data, train_name, val_name):
     for name, split, novel_annotated in ((train_name, "train", False), (val_name, "val", True)):
         if name not in DatasetCatalog.list():
             register_ovd_dataset(
-                name, str(data / f"{split}.json"), str(data / split), SHAPES_BASE,
-                DEFAULT_NOVEL_CLASSES, novel_annotated=novel_annotated,
+                name,
+                str(data / f"{split}.json"),
+                str(data / split),
+                SHAPES_BASE,
+                DEFAULT_NOVEL_CLASSES,
+                novel_annotated=novel_annotated,
                 thing_classes=CATEGORY_NAMES if novel_annotated else SHAPES_BASE,
-            )  # fmt: skip
+            )
 
 
 def build_workspace(root):
@@ -59,12 +70,32 @@ def build_workspace(root):
     save_clip_checkpoint(tiny_clip(), str(root / "clip.pt"))
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1")
     for dataset, out in (("shapes_ovd_train", "text_base.npy"), ("shapes_ovd_val", "text_all.npy")):
-        result = run_tool("dump_text_embeddings.py", "--clip", root / "clip.pt", "--dataset", dataset,
-                          "--out", root / out, env=env)  # fmt: skip
+        result = run_tool(
+            "dump_text_embeddings.py",
+            "--clip",
+            root / "clip.pt",
+            "--dataset",
+            dataset,
+            "--out",
+            root / out,
+            env=env,
+        )
         assert result.returncode == 0, result.stderr
-    result = run_tool("precompute_clip_features.py", "--dataset", "shapes_ovd_train", "--output",
-                      root / "features", "--clip", root / "clip.pt", "--anchor-preset", "shapes",
-                      "--regions-per-image", 20, "--no-progress", env=env)  # fmt: skip
+    result = run_tool(
+        "precompute_clip_features.py",
+        "--dataset",
+        "shapes_ovd_train",
+        "--output",
+        root / "features",
+        "--clip",
+        root / "clip.pt",
+        "--anchor-preset",
+        "shapes",
+        "--regions-per-image",
+        20,
+        "--no-progress",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     return env
 
@@ -72,16 +103,46 @@ def build_workspace(root):
 def train_args(root, output_dir, *extra):
     """train_net.py arguments of a 4-iteration CPU run on the workspace; `extra` overrides."""
     return [
-        "--config-file", CONFIG, "MODEL.DEVICE", "cpu", "OUTPUT_DIR", output_dir,
-        "MODEL.EZSD.EMBED_DIM", EMBED_DIM, "MODEL.EZSD.CLIP.MODEL", root / "clip.pt",
-        "MODEL.EZSD.TEXT_EMBEDDINGS", root / "text_base.npy",
-        "MODEL.EZSD.TEST_TEXT_EMBEDDINGS", root / "text_all.npy",
-        "MODEL.EZSD.DISTILL.FEATURES", root / "features", "MODEL.EZSD.DISTILL.NUM_PROPOSALS", 10,
-        "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", 4, "SOLVER.STEPS", "(3,)",
-        "SOLVER.WARMUP_ITERS", 1, "SOLVER.CHECKPOINT_PERIOD", 2, "DATALOADER.NUM_WORKERS", 0,
-        "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", 128,
-        "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 128, *extra,
-    ]  # fmt: skip
+        "--config-file",
+        CONFIG,
+        "MODEL.DEVICE",
+        "cpu",
+        "OUTPUT_DIR",
+        output_dir,
+        "MODEL.EZSD.EMBED_DIM",
+        EMBED_DIM,
+        "MODEL.EZSD.CLIP.MODEL",
+        root / "clip.pt",
+        "MODEL.EZSD.TEXT_EMBEDDINGS",
+        root / "text_base.npy",
+        "MODEL.EZSD.TEST_TEXT_EMBEDDINGS",
+        root / "text_all.npy",
+        "MODEL.EZSD.DISTILL.FEATURES",
+        root / "features",
+        "MODEL.EZSD.DISTILL.NUM_PROPOSALS",
+        10,
+        "SOLVER.IMS_PER_BATCH",
+        2,
+        "SOLVER.MAX_ITER",
+        4,
+        "SOLVER.STEPS",
+        "(3,)",
+        "SOLVER.WARMUP_ITERS",
+        1,
+        "SOLVER.CHECKPOINT_PERIOD",
+        2,
+        "DATALOADER.NUM_WORKERS",
+        0,
+        "INPUT.MIN_SIZE_TRAIN",
+        "(128,)",
+        "INPUT.MAX_SIZE_TRAIN",
+        128,
+        "INPUT.MIN_SIZE_TEST",
+        128,
+        "INPUT.MAX_SIZE_TEST",
+        128,
+        *extra,
+    ]
 
 
 def tiny_rpn_checkpoint(folder, seed=0):

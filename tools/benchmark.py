@@ -8,6 +8,7 @@ the CLIP encoder alone, the fast and exhaustive (and rpn) proposal modes, EZSD's
 against a plain Faster R-CNN, bytes per stored region. `--help` lists the options; the benchmarks
 are ezsd.benchmark. Figures and their commands: docs/BENCHMARKS.md.
 """
+
 import sys
 
 from ezsd.benchmark import parse_args, run_benchmarks

@@ -8,6 +8,7 @@
 
 `--help` lists the options; the demo is ezsd.demo (inference: ezsd.predictor).
 """
+
 from ezsd.demo import argument_parser, run_demo
 from ezsd.utils.errors import exit_on_user_error
 
@@ -18,9 +19,17 @@ def main(argv=None):
 
     args = argument_parser().parse_args(argv)
     setup_logger(name="ezsd")
-    run_demo(args.config_file, args.input, args.output, vocabulary=args.vocabulary,
-             custom_vocabulary=args.custom_vocabulary, confidence_threshold=args.confidence_threshold,
-             cpu=args.cpu, cache_dir=args.cache_dir, opts=args.opts)  # fmt: skip
+    run_demo(
+        args.config_file,
+        args.input,
+        args.output,
+        vocabulary=args.vocabulary,
+        custom_vocabulary=args.custom_vocabulary,
+        confidence_threshold=args.confidence_threshold,
+        cpu=args.cpu,
+        cache_dir=args.cache_dir,
+        opts=args.opts,
+    )
 
 
 if __name__ == "__main__":

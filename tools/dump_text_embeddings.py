@@ -5,6 +5,7 @@
 
 `--help` lists the options and examples; the command line is ezsd.clip.text_cli.
 """
+
 from ezsd.clip.text_cli import main
 
 if __name__ == "__main__":

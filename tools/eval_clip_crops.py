@@ -8,6 +8,7 @@ Examples:
       --out report.json
 With --json, a category's extra key "split" ("base"/"novel") gives its group; else --novel does.
 """
+
 import argparse
 import json
 import logging
@@ -20,9 +21,12 @@ from tabulate import tabulate
 
 import ezsd  # noqa: F401  (registers the builtin datasets)
 from ezsd.clip import (
-    add_prompt_arguments, clip_checkpoint_hash, crop_classification_accuracy,
-    load_clip, prompts_from_args,
-)  # fmt: skip
+    add_prompt_arguments,
+    clip_checkpoint_hash,
+    crop_classification_accuracy,
+    load_clip,
+    prompts_from_args,
+)
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write_json
 
@@ -107,9 +111,12 @@ def main(argv=None):
     print(tabulate(rows, headers, tablefmt="pipe", floatfmt=".1f", missingval="-"))
     if args.out:
         report.update(
-            clip=args.clip, clip_hash=clip_checkpoint_hash(args.clip), prompts=list(prompts),
-            data=args.dataset or os.path.abspath(args.json), num_images=len(dicts),
-        )  # fmt: skip
+            clip=args.clip,
+            clip_hash=clip_checkpoint_hash(args.clip),
+            prompts=list(prompts),
+            data=args.dataset or os.path.abspath(args.json),
+            num_images=len(dicts),
+        )
         atomic_write_json(args.out, report)
         logger.info(f"report written to {args.out}")
     return report

@@ -13,6 +13,7 @@ Example:
   tools/eval_clip_regions.py --clip weights/shapes_clip_vit.pt --dataset shapes_ovd_val \\
       --regions output/demo/train/inference/shapes_ovd_val/coco_instances_results.json --output out/
 """
+
 import argparse
 import logging
 import os
@@ -25,9 +26,15 @@ from tqdm import tqdm
 
 import ezsd  # noqa: F401  (registers the builtin datasets)
 from ezsd.clip import (
-    add_prompt_arguments, clip_checkpoint_hash, clip_region_instances, load_clip, prompts_from_args,
-    region_boxes, region_recall, text_embeddings,
-)  # fmt: skip
+    add_prompt_arguments,
+    clip_checkpoint_hash,
+    clip_region_instances,
+    load_clip,
+    prompts_from_args,
+    region_boxes,
+    region_recall,
+    text_embeddings,
+)
 from ezsd.evaluation import OVDCOCOEvaluator
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write_json, check_writable_dir
@@ -36,17 +43,31 @@ logger = logging.getLogger("ezsd.eval_clip_regions")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--clip", required=True, help="OpenAI CLIP name or a state-dict file")
     p.add_argument("--dataset", required=True, help="a registered dataset with base/novel classes")
-    p.add_argument("--regions", required=True, help="gt, a proposals folder, or a COCO results json")
-    p.add_argument("--output", required=True, help="folder for ovd_metrics.json and the predictions")
+    p.add_argument(
+        "--regions", required=True, help="gt, a proposals folder, or a COCO results json"
+    )
+    p.add_argument(
+        "--output", required=True, help="folder for ovd_metrics.json and the predictions"
+    )
     p.add_argument("--top-k", type=int, default=100, help="boxes per image")
-    p.add_argument("--temperature", type=float, default=100.0,
-                   help="softmax temperature on cosines (CLIP's logit scale; the detector's initial T)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=100.0,
+        help="softmax temperature on cosines (CLIP's logit scale; the detector's initial T)",
+    )
     # The defaults are the ShapesOVD detector's test settings, for a like-for-like comparison.
-    p.add_argument("--score-threshold", type=float, default=0.0, help="as MODEL.ROI_HEADS.SCORE_THRESH_TEST")
-    p.add_argument("--detections-per-image", type=int, default=100, help="as TEST.DETECTIONS_PER_IMAGE")
+    p.add_argument(
+        "--score-threshold", type=float, default=0.0, help="as MODEL.ROI_HEADS.SCORE_THRESH_TEST"
+    )
+    p.add_argument(
+        "--detections-per-image", type=int, default=100, help="as TEST.DETECTIONS_PER_IMAGE"
+    )
     p.add_argument("--max-images", type=int, help="evaluate the first N images only")
     add_prompt_arguments(p)
     p.add_argument("--batch-size", type=int, default=64, help="crops per CLIP forward")
@@ -66,11 +87,15 @@ def main(argv=None):
         raise UserInputError(f"--dataset '{args.dataset}' is not a registered dataset")
     meta = MetadataCatalog.get(args.dataset)
     if meta.get("evaluator_type") != "coco":
-        raise UserInputError(f"--dataset '{args.dataset}': evaluator_type "
-                             f"{meta.get('evaluator_type')!r}, only COCO-style datasets are supported")  # fmt: skip
+        raise UserInputError(
+            f"--dataset '{args.dataset}': evaluator_type "
+            f"{meta.get('evaluator_type')!r}, only COCO-style datasets are supported"
+        )
     if not (meta.get("novel_classes") and meta.get("novel_annotated")):
-        raise UserInputError(f"--dataset '{args.dataset}' has no novel boxes: use an evaluation split "
-                             "(register_ovd_dataset(..., novel_annotated=True))")  # fmt: skip
+        raise UserInputError(
+            f"--dataset '{args.dataset}' has no novel boxes: use an evaluation split "
+            "(register_ovd_dataset(..., novel_annotated=True))"
+        )
     dicts = DatasetCatalog.get(args.dataset)[: args.max_images]
     boxes = region_boxes(args.regions, dicts, args.top_k)
     check_writable_dir(args.output, "--output")  # after every check of the inputs
@@ -82,25 +107,42 @@ def main(argv=None):
     evaluated = [r for r in dicts if r["image_id"] in boxes]
     for record in tqdm(evaluated, desc="CLIP on regions", unit="img"):
         image = read_image(record["file_name"], format="RGB")
-        instances = clip_region_instances(model, image, boxes[record["image_id"]], text,
-                                          args.temperature, args.score_threshold,
-                                          detections_per_image=args.detections_per_image,
-                                          batch_size=args.batch_size)  # fmt: skip
+        instances = clip_region_instances(
+            model,
+            image,
+            boxes[record["image_id"]],
+            text,
+            args.temperature,
+            args.score_threshold,
+            detections_per_image=args.detections_per_image,
+            batch_size=args.batch_size,
+        )
         evaluator.process([record], [{"instances": instances}])
     # Only the evaluated images count (the others have no boxes from this source).
     bbox = evaluator.evaluate(img_ids=[r["image_id"] for r in evaluated])["bbox"]
     groups = dict(base=meta.base_classes, novel=meta.novel_classes, all=meta.thing_classes)
     recall = region_recall(evaluated, boxes, meta.thing_classes, groups)
-    rows = [(g, bbox[f"AP50_{g}"], bbox[f"AP_{g}"], 100 * recall[g][0], recall[g][1]) for g in groups]
+    rows = [
+        (g, bbox[f"AP50_{g}"], bbox[f"AP_{g}"], 100 * recall[g][0], recall[g][1]) for g in groups
+    ]
     headers = ["classes", "AP50", "AP", f"recall@{args.top_k} (IoU 0.5) %", "GT boxes"]
     print(tabulate(rows, headers, tablefmt="pipe", floatfmt=".1f"))
     report = dict(
-        bbox, recall={g: r for g, (r, _) in recall.items()}, regions=args.regions, top_k=args.top_k,
-        temperature=args.temperature, score_threshold=args.score_threshold, images=len(evaluated),
-        clip=args.clip, clip_hash=clip_checkpoint_hash(args.clip), prompts=list(prompts),
-    )  # fmt: skip
+        bbox,
+        recall={g: r for g, (r, _) in recall.items()},
+        regions=args.regions,
+        top_k=args.top_k,
+        temperature=args.temperature,
+        score_threshold=args.score_threshold,
+        images=len(evaluated),
+        clip=args.clip,
+        clip_hash=clip_checkpoint_hash(args.clip),
+        prompts=list(prompts),
+    )
     atomic_write_json(os.path.join(args.output, "clip_regions.json"), report, indent=1)
-    logger.info(f"{len(evaluated)} images, regions from {args.regions}; report in {args.output}/clip_regions.json")
+    logger.info(
+        f"{len(evaluated)} images, regions from {args.regions}; report in {args.output}/clip_regions.json"
+    )
     return report
 
 

@@ -7,6 +7,7 @@ ROI heads as the proposals): AP50/AP on base, novel and all classes, as JSON.
 
 `--help` lists the options; the evaluation is ezsd.evaluation.gt_boxes.
 """
+
 from ezsd.evaluation.gt_boxes import main
 from ezsd.utils.errors import exit_on_user_error
 

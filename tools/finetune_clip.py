@@ -7,6 +7,7 @@ Writes DIR/clip_renormalized.pt and DIR/renorm_report.json. `--help` lists the o
 examples; the command line is ezsd.offline.renormalization_cli, the method
 ezsd.offline.renormalization.
 """
+
 from ezsd.offline.renormalization_cli import main
 
 if __name__ == "__main__":

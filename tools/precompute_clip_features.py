@@ -6,10 +6,13 @@
 `--help` lists the stages, the options and examples; the command line is
 ezsd.offline.precompute_cli, the run ezsd.offline.pipeline.
 """
+
 from detectron2.utils.logger import setup_logger
 
 from ezsd.offline.precompute_cli import main
 
 if __name__ == "__main__":
-    setup_logger(name="ezsd", abbrev_name="ezsd")  # here, not in main(): tests call main() in-process
+    setup_logger(
+        name="ezsd", abbrev_name="ezsd"
+    )  # here, not in main(): tests call main() in-process
     main()

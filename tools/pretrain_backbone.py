@@ -11,6 +11,7 @@ The defaults reproduce weights/shapes_r18_pretrained.pth; docs/SHAPES_RESULTS.md
 Batch `k` is rendered from seed (seed, k), so a run killed and resumed (`--resume`, from the
 state saved every --save-every steps) sees the same data as an uninterrupted one.
 """
+
 import argparse
 import os
 import time
@@ -33,8 +34,11 @@ PREFIX = "backbone.bottom_up."  # where build_resnet_fpn_backbone puts the ResNe
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config-file", default="configs/ShapesOVD/ezsd_R_18_FPN_pretrained.yaml",
-                   help="detector config: MODEL.RESNETS and the pixel mean/std come from it")
+    p.add_argument(
+        "--config-file",
+        default="configs/ShapesOVD/ezsd_R_18_FPN_pretrained.yaml",
+        help="detector config: MODEL.RESNETS and the pixel mean/std come from it",
+    )
     p.add_argument("--out", default="weights/shapes_r18_pretrained.pth")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=500)
@@ -63,7 +67,9 @@ class Classifier(torch.nn.Module):
         cfg.MODEL.RESNETS.OUT_FEATURES = [self.stage]
         cfg.MODEL.BACKBONE.FREEZE_AT = 0
         self.resnet = build_resnet_backbone(cfg, ShapeSpec(channels=3))
-        self.fc = torch.nn.Linear(self.resnet.output_shape()[self.stage].channels, len(CATEGORY_NAMES))
+        self.fc = torch.nn.Linear(
+            self.resnet.output_shape()[self.stage].channels, len(CATEGORY_NAMES)
+        )
         # The detector's input convention (channel order, mean/std), so features transfer as-is.
         self.bgr = cfg.INPUT.FORMAT == "BGR"
         self.register_buffer("mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1), False)
@@ -80,8 +86,10 @@ class Classifier(torch.nn.Module):
 @torch.no_grad()
 def accuracy(model, args):
     model.eval()
-    images, labels, _ = render_clip_pairs(args.seed + HELD_OUT_SEED_OFFSET, args.eval_images, args.image_size)
-    preds = torch.cat([model(images[i:i + 256]).argmax(1) for i in range(0, len(images), 256)])
+    images, labels, _ = render_clip_pairs(
+        args.seed + HELD_OUT_SEED_OFFSET, args.eval_images, args.image_size
+    )
+    preds = torch.cat([model(images[i : i + 256]).argmax(1) for i in range(0, len(images), 256)])
     model.train()
     return float((preds.numpy() == labels).mean())
 
@@ -95,7 +103,9 @@ class Batches(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         a = self.args
-        images, labels, _ = render_clip_pairs([a.seed, self.first_step + i], a.batch_size, a.image_size)
+        images, labels, _ = render_clip_pairs(
+            [a.seed, self.first_step + i], a.batch_size, a.image_size
+        )
         return images, torch.from_numpy(labels)
 
 
@@ -111,8 +121,9 @@ def main(argv=None):
     check_writable_dir(os.path.dirname(os.path.abspath(args.out)), "--out folder")
     torch.manual_seed(args.seed)
     model = Classifier(cfg).train()
-    opt = torch.optim.SGD(decay_param_groups(model, args.weight_decay), lr=args.lr, momentum=0.9,
-                          nesterov=True)  # fmt: skip
+    opt = torch.optim.SGD(
+        decay_param_groups(model, args.weight_decay), lr=args.lr, momentum=0.9, nesterov=True
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: warmup_cosine(step, args.warmup, args.steps)
     )
@@ -124,7 +135,9 @@ def main(argv=None):
         sched.load_state_dict(state["scheduler"])
         step = state["step"]
         print(f"resumed at step {step} from {state_path}")
-    loader = torch.utils.data.DataLoader(Batches(args, step), batch_size=None, num_workers=args.workers)
+    loader = torch.utils.data.DataLoader(
+        Batches(args, step), batch_size=None, num_workers=args.workers
+    )
     start, running = time.time(), []
     for images, labels in loader:
         logits = model(images.numpy())
@@ -137,22 +150,42 @@ def main(argv=None):
         running.append((loss.item(), (logits.argmax(1) == labels).float().mean().item()))
         if step % args.log_every == 0 or step == args.steps:
             loss_avg, acc_avg = np.mean(running, axis=0)
-            print(f"step {step:4d}/{args.steps}  loss {loss_avg:.3f}  train acc {acc_avg:.3f}  "
-                  f"lr {sched.get_last_lr()[0]:.3f}  {time.time() - start:.0f}s", flush=True)
+            print(
+                f"step {step:4d}/{args.steps}  loss {loss_avg:.3f}  train acc {acc_avg:.3f}  "
+                f"lr {sched.get_last_lr()[0]:.3f}  {time.time() - start:.0f}s",
+                flush=True,
+            )
             running = []
         if step % args.save_every == 0 and step < args.steps:
-            save(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                              "scheduler": sched.state_dict(), "step": step})  # fmt: skip
+            save(
+                state_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "step": step,
+                },
+            )
     acc = accuracy(model, args)
     # fp16 halves the file; load_state_dict copies the values into the detector's float32 weights.
-    weights = {PREFIX + k: v.half() if v.is_floating_point() else v
-               for k, v in model.resnet.state_dict().items()}
-    save(args.out, {"model": weights, "__author__": "ezsd tools/pretrain_backbone.py",
-                    "held_out_accuracy": acc})  # fmt: skip
+    weights = {
+        PREFIX + k: v.half() if v.is_floating_point() else v
+        for k, v in model.resnet.state_dict().items()
+    }
+    save(
+        args.out,
+        {
+            "model": weights,
+            "__author__": "ezsd tools/pretrain_backbone.py",
+            "held_out_accuracy": acc,
+        },
+    )
     if os.path.exists(state_path):
         os.remove(state_path)
-    print(f"trained {step} steps in {time.time() - start:.0f}s; held-out accuracy {acc:.4f} over "
-          f"{len(CATEGORY_NAMES)} classes ({args.eval_images} CLIP-domain images); wrote {args.out}")
+    print(
+        f"trained {step} steps in {time.time() - start:.0f}s; held-out accuracy {acc:.4f} over "
+        f"{len(CATEGORY_NAMES)} classes ({args.eval_images} CLIP-domain images); wrote {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Writes OUTPUT_DIR/ablation.json, ablation.md (the table, with the paper's COCO f
 to it) and efficiency_curve.png (with --eval-period). `--help` lists the options; the variants and
 the runner are ezsd.ablation.
 """
+
 import sys
 
 from ezsd.ablation import parse_args, run_ablation
@@ -17,8 +18,15 @@ from ezsd.utils.errors import exit_on_user_error
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
-    print(run_ablation(args.output_dir, args.variants, args.eval_period, args.pipeline_args,
-                       command=sys.argv if argv is None else ["tools/run_ablation.py", *argv]))  # fmt: skip
+    print(
+        run_ablation(
+            args.output_dir,
+            args.variants,
+            args.eval_period,
+            args.pipeline_args,
+            command=sys.argv if argv is None else ["tools/run_ablation.py", *argv],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 Writes OUTPUT_DIR/results.json (the open-vocabulary AP figures and every input that decides
 them). `--help` lists the stages and the options; the pipeline is ezsd.shapes_pipeline.
 """
+
 from ezsd.shapes_pipeline import main
 
 if __name__ == "__main__":

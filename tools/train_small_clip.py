@@ -11,6 +11,7 @@ batch are positives, not negatives (with 12 classes a batch of 128 holds ~10 per
 fraction of the images shows no category (captions such as "a photo of a background"): their
 captions are positives of one another, and every category caption is a negative for them.
 """
+
 import argparse
 import math
 import time
@@ -38,11 +39,17 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps, then cosine")
-    p.add_argument("--background-fraction", type=float, default=0.25,
-                   help="share of object-free images (captions name no category)")
+    p.add_argument(
+        "--background-fraction",
+        type=float,
+        default=0.25,
+        help="share of object-free images (captions name no category)",
+    )
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--patch-size", type=int, default=8)
-    p.add_argument("--vision-width", type=int, default=128, help="multiple of 64 (heads = width/64)")
+    p.add_argument(
+        "--vision-width", type=int, default=128, help="multiple of 64 (heads = width/64)"
+    )
     p.add_argument("--vision-layers", type=int, default=4)
     p.add_argument("--text-width", type=int, default=128, help="multiple of 64 (heads = width/64)")
     p.add_argument("--text-layers", type=int, default=2)
@@ -58,7 +65,9 @@ def build_clip(args):
     """A CLIP exactly as `clip.model.build_model` rebuilds it from the saved state dict."""
     for name in ("vision_width", "text_width"):
         if getattr(args, name) % 64:
-            raise UserInputError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be a multiple of 64")
+            raise UserInputError(
+                f"--{name.replace('_', '-')} {getattr(args, name)}: must be a multiple of 64"
+            )
     return CLIP(
         embed_dim=args.embed_dim,
         image_resolution=args.image_size,
@@ -91,8 +100,9 @@ class Batches(torch.utils.data.Dataset):
         return self.steps
 
     def __getitem__(self, step):
-        images, labels, captions = render_clip_pairs([self.seed, step], self.n, self.size,
-                                                     self.background_fraction)  # fmt: skip
+        images, labels, captions = render_clip_pairs(
+            [self.seed, step], self.n, self.size, self.background_fraction
+        )
         tokens = clip.tokenize(captions, context_length=self.context_length, truncate=True)
         return to_tensor(images), torch.from_numpy(labels), tokens
 
@@ -108,7 +118,9 @@ def class_aware_clip_loss(model, images, tokens, labels):
 
 def name_embeddings(model, args):
     """L2-normalised text embeddings of "a photo of a {}" for every category, in CATEGORY_NAMES order."""
-    prompts = clip.tokenize([f"a photo of a {n}" for n in CATEGORY_NAMES], context_length=args.context_length)
+    prompts = clip.tokenize(
+        [f"a photo of a {n}" for n in CATEGORY_NAMES], context_length=args.context_length
+    )
     return F.normalize(model.encode_text(prompts).float(), dim=-1)
 
 
@@ -116,13 +128,19 @@ def name_embeddings(model, args):
 def zero_shot_accuracy(model, args):
     """Top-1 over all category names with the prompt "a photo of a {}", on held-out images."""
     model.eval()
-    images, labels, _ = render_clip_pairs(args.seed + HELD_OUT_SEED_OFFSET, args.eval_images,
-                                          args.image_size)
+    images, labels, _ = render_clip_pairs(
+        args.seed + HELD_OUT_SEED_OFFSET, args.eval_images, args.image_size
+    )
     txt = name_embeddings(model, args)
-    preds = torch.cat([
-        (F.normalize(model.encode_image(to_tensor(images[i:i + 256])).float(), dim=-1) @ txt.t()).argmax(1)
-        for i in range(0, len(images), 256)
-    ])
+    preds = torch.cat(
+        [
+            (
+                F.normalize(model.encode_image(to_tensor(images[i : i + 256])).float(), dim=-1)
+                @ txt.t()
+            ).argmax(1)
+            for i in range(0, len(images), 256)
+        ]
+    )
     model.train()
     return (preds.numpy() == labels).mean(), preds
 
@@ -133,7 +151,9 @@ def background_confidence(model, args):
     held-out images with an object and of object-free ones: a CLIP that knows "none of these" is
     less sure on the latter, which is what CLIP proposals' objectness measures."""
     model.eval()
-    images, labels, _ = render_clip_pairs(args.seed + HELD_OUT_SEED_OFFSET, 512, args.image_size, 0.5)
+    images, labels, _ = render_clip_pairs(
+        args.seed + HELD_OUT_SEED_OFFSET, 512, args.image_size, 0.5
+    )
     txt = name_embeddings(model, args)
     img = F.normalize(model.encode_image(to_tensor(images)).float(), dim=-1)
     top = (model.logit_scale.exp().float() * img @ txt.t()).softmax(1).max(1).values.numpy()
@@ -153,10 +173,13 @@ def main(argv=None):
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: warmup_cosine(step, args.warmup, args.steps)
     )
-    loader = torch.utils.data.DataLoader(Batches(args), batch_size=None, shuffle=False,
-                                         num_workers=args.workers)
-    print(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters for "
-          f"{args.steps} steps of {args.batch_size} (ln(batch) = {math.log(args.batch_size):.2f})")
+    loader = torch.utils.data.DataLoader(
+        Batches(args), batch_size=None, shuffle=False, num_workers=args.workers
+    )
+    print(
+        f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters for "
+        f"{args.steps} steps of {args.batch_size} (ln(batch) = {math.log(args.batch_size):.2f})"
+    )
     start, running = time.time(), []
     for step, (images, labels, tokens) in enumerate(loader):
         loss = class_aware_clip_loss(model, images, tokens, labels)
@@ -166,21 +189,30 @@ def main(argv=None):
         sched.step()
         running.append(loss.item())
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
-            print(f"step {step + 1:4d}  loss {np.mean(running):.3f}  lr {sched.get_last_lr()[0]:.2e}  "
-                  f"scale {model.logit_scale.exp().item():.1f}  {time.time() - start:.0f}s", flush=True)
+            print(
+                f"step {step + 1:4d}  loss {np.mean(running):.3f}  lr {sched.get_last_lr()[0]:.2e}  "
+                f"scale {model.logit_scale.exp().item():.1f}  {time.time() - start:.0f}s",
+                flush=True,
+            )
             running = []
     acc, preds = zero_shot_accuracy(model, args)
     save_clip_checkpoint(model, args.out, fp16=True)
     rebuilt = load_clip(args.out)  # clip.model.build_model, as every tool loads it
     acc_rebuilt, preds_rebuilt = zero_shot_accuracy(rebuilt, args)
     agree = (preds == preds_rebuilt).float().mean().item()
-    print(f"trained in {time.time() - start:.0f}s; clean zero-shot accuracy {acc:.4f} "
-          f"({args.eval_images} held-out CLIP-domain images, 'a photo of a {{}}')")
-    print(f"wrote {args.out}; rebuilt by clip.model.build_model: accuracy {acc_rebuilt:.4f}, "
-          f"predictions agree on {agree:.4f} of images")
+    print(
+        f"trained in {time.time() - start:.0f}s; clean zero-shot accuracy {acc:.4f} "
+        f"({args.eval_images} held-out CLIP-domain images, 'a photo of a {{}}')"
+    )
+    print(
+        f"wrote {args.out}; rebuilt by clip.model.build_model: accuracy {acc_rebuilt:.4f}, "
+        f"predictions agree on {agree:.4f} of images"
+    )
     on_objects, on_background = background_confidence(rebuilt, args)
-    print(f"top softmax probability over the category names: {on_objects:.3f} on images with an "
-          f"object, {on_background:.3f} on object-free images (256 held-out each)")
+    print(
+        f"top softmax probability over the category names: {on_objects:.3f} on images with an "
+        f"object, {on_background:.3f} on object-free images (256 held-out each)"
+    )
     return model
 
 

@@ -6,6 +6,7 @@ ROI heads, box head) are registered by `ezsd.modeling`, which `add_ezsd_config` 
 config that builds an EZSD model passes through it. Code that never builds the detector (CLIP and
 the offline stages) therefore never loads it.
 """
+
 from .utils.quiet_imports import dependency_notices_hidden
 
 with dependency_notices_hidden():

@@ -12,21 +12,27 @@ table, with the paper's COCO figures quoted next to it) and OUTPUT_DIR/efficienc
 (novel AP50 against training iterations; needs --eval-period). Each variant runs in
 OUTPUT_DIR/<variant>/ and the shared stages in OUTPUT_DIR/shared/; a re-run resumes.
 """
+
 import argparse
 import json
 import os
 import sys
 
-from ezsd.shapes_pipeline import VARIANTS
+from ezsd.shapes_pipeline import VARIANTS, run_pipeline
 from ezsd.shapes_pipeline import parse_args as pipeline_arguments
-from ezsd.shapes_pipeline import run_pipeline
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write, atomic_write_json
 
 __all__ = [
-    "VARIANTS", "ADDS", "EXPECTED_ORDER", "parse_args", "run_ablation", "markdown_table",
-    "plot_curves", "main",
-]  # fmt: skip
+    "VARIANTS",
+    "ADDS",
+    "EXPECTED_ORDER",
+    "parse_args",
+    "run_ablation",
+    "markdown_table",
+    "plot_curves",
+    "main",
+]
 
 # What each variant adds to the one above it, and the paper's COCO novel-AP50 gain for it
 # (quoted from the paper, EZSD arXiv 2303.12145, ablation table; "-" where it gives none).
@@ -42,13 +48,21 @@ EXPECTED_ORDER = list(VARIANTS)  # the paper's order, weakest first
 
 def parse_args(argv=None):
     # allow_abbrev off: run_pipeline.py's --variant must not pass for an abbreviated --variants.
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter,
-                                allow_abbrev=False)  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter, allow_abbrev=False
+    )
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--variants", default=",".join(EXPECTED_ORDER),
-                   help="comma-separated subset of: " + ",".join(VARIANTS))
-    p.add_argument("--eval-period", type=int, default=0,
-                   help="evaluate every this many iterations (for the efficiency curve)")
+    p.add_argument(
+        "--variants",
+        default=",".join(EXPECTED_ORDER),
+        help="comma-separated subset of: " + ",".join(VARIANTS),
+    )
+    p.add_argument(
+        "--eval-period",
+        type=int,
+        default=0,
+        help="evaluate every this many iterations (for the efficiency curve)",
+    )
     args, pipeline_args = p.parse_known_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variants if v not in VARIANTS]
@@ -67,9 +81,16 @@ def run_variant(args, variant):
     the variant's failure."""
     out = os.path.join(args.output_dir, variant)
     argv = [
-        "--output-dir", out, "--shared-dir", os.path.join(args.output_dir, "shared"),
-        "--variant", variant, "--eval-period", str(args.eval_period), *args.pipeline_args,
-    ]  # fmt: skip
+        "--output-dir",
+        out,
+        "--shared-dir",
+        os.path.join(args.output_dir, "shared"),
+        "--variant",
+        variant,
+        "--eval-period",
+        str(args.eval_period),
+        *args.pipeline_args,
+    ]
     print(f"[ezsd ablation] {variant}: tools/run_pipeline.py {' '.join(argv)}", flush=True)
     try:
         results = run_pipeline(pipeline_arguments(argv))
@@ -87,14 +108,21 @@ def markdown_table(results):
     ]
     for variant, r in results.items():
         adds, paper = ADDS[variant]
-        lines.append(f"| `{variant}` | {adds} | {r['AP50_base']:.1f} | {r['AP50_novel']:.1f} | "
-                     f"{r['AP50_all']:.1f} | {r['AP_novel']:.1f} | {paper} |")  # fmt: skip
+        lines.append(
+            f"| `{variant}` | {adds} | {r['AP50_base']:.1f} | {r['AP50_novel']:.1f} | "
+            f"{r['AP50_all']:.1f} | {r['AP_novel']:.1f} | {paper} |"
+        )
     measured = sorted(results, key=lambda v: results[v]["AP50_novel"])
     expected = [v for v in EXPECTED_ORDER if v in results]
     lines.append("")
-    lines.append(f"Novel AP50 order, lowest first: {' < '.join(measured)}"
-                 + (" (the expected order)" if measured == expected else
-                    f" (expected {' < '.join(expected)})"))  # fmt: skip
+    lines.append(
+        f"Novel AP50 order, lowest first: {' < '.join(measured)}"
+        + (
+            " (the expected order)"
+            if measured == expected
+            else f" (expected {' < '.join(expected)})"
+        )
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -123,12 +151,19 @@ def plot_curves(results, path):
 def run_ablation(output_dir, variants, eval_period=0, pipeline_args=(), command=None):
     """Run every variant (sharing OUTPUT_DIR/shared); write ablation.json, ablation.md and, with
     `eval_period`, efficiency_curve.png; return the table (markdown)."""
-    args = argparse.Namespace(output_dir=output_dir, variants=list(variants),
-                              eval_period=eval_period, pipeline_args=list(pipeline_args))  # fmt: skip
+    args = argparse.Namespace(
+        output_dir=output_dir,
+        variants=list(variants),
+        eval_period=eval_period,
+        pipeline_args=list(pipeline_args),
+    )
     os.makedirs(output_dir, exist_ok=True)
     results = {v: run_variant(args, v) for v in args.variants}
-    atomic_write_json(os.path.join(output_dir, "ablation.json"),
-                      {"command": command or sys.argv, "variants": results}, indent=1)  # fmt: skip
+    atomic_write_json(
+        os.path.join(output_dir, "ablation.json"),
+        {"command": command or sys.argv, "variants": results},
+        indent=1,
+    )
     table = markdown_table(results)
     with atomic_write(os.path.join(output_dir, "ablation.md"), "w") as f:
         f.write(table)

@@ -28,6 +28,7 @@ Default: ShapesOVD generated into DIR (24 train / 24 val images, 256 px), the bu
 800x1333) and a ViT-B/32-shaped CLIP with random weights (for GPU runs: `--device cuda --fp16`).
 Figures and their commands: docs/BENCHMARKS.md.
 """
+
 import argparse
 import json
 import math
@@ -41,9 +42,14 @@ import numpy as np
 import torch
 
 from ezsd.clip import (
-    DEFAULT_PROMPTS, clip_checkpoint_hash, encode_regions, load_clip, save_clip_checkpoint,
-    save_text_embeddings, text_embeddings,
-)  # fmt: skip
+    DEFAULT_PROMPTS,
+    clip_checkpoint_hash,
+    encode_regions,
+    load_clip,
+    save_clip_checkpoint,
+    save_text_embeddings,
+    text_embeddings,
+)
 from ezsd.config import load_ezsd_config
 from ezsd.data.datasets import register_ovd_dataset
 from ezsd.data.feature_store import FeatureStore, region_file, write_image_regions
@@ -91,8 +97,14 @@ FIGURES = {
 }
 RATIOS = {  # ratio: (numerator, denominator)
     "features_to_ceiling_ratio": ("features_regions_per_s", "encoder_ceiling_regions_per_s"),
-    "proposals_crop_reduction": ("proposals_exhaustive_crops_per_image", "proposals_fast_crops_per_image"),
-    "proposals_rpn_crop_reduction": ("proposals_exhaustive_crops_per_image", "proposals_rpn_crops_per_image"),
+    "proposals_crop_reduction": (
+        "proposals_exhaustive_crops_per_image",
+        "proposals_fast_crops_per_image",
+    ),
+    "proposals_rpn_crop_reduction": (
+        "proposals_exhaustive_crops_per_image",
+        "proposals_rpn_crops_per_image",
+    ),
     "train_iter_ratio": ("train_iter_s_ezsd", "train_iter_s_vanilla"),
     "data_time_share": ("data_time_s_ezsd", "train_iter_s_ezsd"),
 }
@@ -103,46 +115,99 @@ def log(message):
 
 
 def argument_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output-dir", required=True, help="where data, features and benchmarks.json go")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--output-dir", required=True, help="where data, features and benchmarks.json go"
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--fp16", action="store_true", help="half-precision CLIP (CUDA)")
-    p.add_argument("--real-size", action="store_true",
-                   help="R50-FPN at 1333x800 and a random ViT-B/32-shaped CLIP (for GPU runs)")
-    p.add_argument("--clip", help="CLIP file (default: the bundled small CLIP; --real-size: a "
-                                  "random ViT-B/32-shaped one written to DIR)")
-    p.add_argument("--config", help="detector config (default: configs/ShapesOVD/ezsd_R_18_FPN.yaml; "
-                                    "--real-size: configs/Base-EZSD-RCNN-FPN.yaml without masks)")
+    p.add_argument(
+        "--real-size",
+        action="store_true",
+        help="R50-FPN at 1333x800 and a random ViT-B/32-shaped CLIP (for GPU runs)",
+    )
+    p.add_argument(
+        "--clip",
+        help="CLIP file (default: the bundled small CLIP; --real-size: a "
+        "random ViT-B/32-shaped one written to DIR)",
+    )
+    p.add_argument(
+        "--config",
+        help="detector config (default: configs/ShapesOVD/ezsd_R_18_FPN.yaml; "
+        "--real-size: configs/Base-EZSD-RCNN-FPN.yaml without masks)",
+    )
     g = p.add_argument_group("sizes")
     g.add_argument("--num-train", type=int, default=24, help="generated training images")
     g.add_argument("--num-val", type=int, default=24, help="generated validation images")
-    g.add_argument("--image-size", type=int, help="generated image side (default 256; --real-size 800)")
-    g.add_argument("--proposal-images", type=int, default=8,
-                   help="validation images scored in both proposal modes (exhaustive: ~15k crops each)")
-    g.add_argument("--anchor-preset", choices=sorted(ANCHOR_PRESETS),
-                   help="proposal candidates (default: shapes; --real-size: paper)")
+    g.add_argument(
+        "--image-size", type=int, help="generated image side (default 256; --real-size 800)"
+    )
+    g.add_argument(
+        "--proposal-images",
+        type=int,
+        default=8,
+        help="validation images scored in both proposal modes (exhaustive: ~15k crops each)",
+    )
+    g.add_argument(
+        "--anchor-preset",
+        choices=sorted(ANCHOR_PRESETS),
+        help="proposal candidates (default: shapes; --real-size: paper)",
+    )
     g.add_argument("--anchor-stride", type=int, help="overrides the preset's stride")
-    g.add_argument("--rpn-weights", help="also measure the rpn proposal mode with this RPN-only "
-                                         "checkpoint (e.g. the rpn stage of tools/run_pipeline.py)")
+    g.add_argument(
+        "--rpn-weights",
+        help="also measure the rpn proposal mode with this RPN-only "
+        "checkpoint (e.g. the rpn stage of tools/run_pipeline.py)",
+    )
     g.add_argument("--rpn-config", default=RPN_CONFIG, help="its config")
     g.add_argument("--rpn-candidates", type=int, default=300, help="rpn mode: candidates per image")
-    g.add_argument("--regions-per-image", type=int, default=300, help="proposals kept per image (features)")
+    g.add_argument(
+        "--regions-per-image", type=int, default=300, help="proposals kept per image (features)"
+    )
     g.add_argument("--batch-size", type=int, default=256, help="CLIP crops per forward")
-    g.add_argument("--feature-chunks", type=int, default=4,
-                   help="runs the features stage is split into, the encoder alone timed between them")
-    g.add_argument("--ceiling-batches", type=int, default=2,
-                   help="encoder-alone batches timed before, between and after the feature runs")
-    g.add_argument("--ims-per-batch", type=int, help="training batch (default: the config's; --real-size 4)")
-    g.add_argument("--warmup-iters", type=int, default=2, help="untimed iterations of each detector")
-    g.add_argument("--iters", type=int, default=6, help="timed iterations of each detector (interleaved)")
-    g.add_argument("--num-workers", type=int, default=0,
-                   help="data-loader workers (0: loading runs in the timed loop, an upper bound)")
+    g.add_argument(
+        "--feature-chunks",
+        type=int,
+        default=4,
+        help="runs the features stage is split into, the encoder alone timed between them",
+    )
+    g.add_argument(
+        "--ceiling-batches",
+        type=int,
+        default=2,
+        help="encoder-alone batches timed before, between and after the feature runs",
+    )
+    g.add_argument(
+        "--ims-per-batch", type=int, help="training batch (default: the config's; --real-size 4)"
+    )
+    g.add_argument(
+        "--warmup-iters", type=int, default=2, help="untimed iterations of each detector"
+    )
+    g.add_argument(
+        "--iters", type=int, default=6, help="timed iterations of each detector (interleaved)"
+    )
+    g.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="data-loader workers (0: loading runs in the timed loop, an upper bound)",
+    )
     g.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--skip", default="", help="comma-separated parts not to run (features, proposals, "
-                                              "train, storage); their figures are absent")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                   help="config options for both detectors, KEY VALUE ...")
+    g.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated parts not to run (features, proposals, "
+        "train, storage); their figures are absent",
+    )
+    p.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config options for both detectors, KEY VALUE ...",
+    )
     return p
 
 
@@ -150,8 +215,15 @@ def parse_args(argv=None):
     """The command line's arguments, checked, with the defaults that depend on --real-size."""
     p = argument_parser()
     args = p.parse_args(argv)
-    for name in ("num_train", "num_val", "proposal_images", "batch_size", "feature_chunks",
-                 "ceiling_batches", "iters"):  # fmt: skip
+    for name in (
+        "num_train",
+        "num_val",
+        "proposal_images",
+        "batch_size",
+        "feature_chunks",
+        "ceiling_batches",
+        "iters",
+    ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -179,7 +251,9 @@ def prepare_data(args, out):
     """ShapesOVD in OUT/datasets/shapes_ovd (reused when made with the same arguments), registered
     as ezsd_benchmark_{train,val}."""
     folder = os.path.join(out, "datasets", "shapes_ovd")
-    stamp = dict(seed=args.seed, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size)
+    stamp = dict(
+        seed=args.seed, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size
+    )
     stamp_file = os.path.join(folder, "benchmark_stamp.json")
     try:
         with open(stamp_file) as f:
@@ -189,11 +263,18 @@ def prepare_data(args, out):
     if reuse:
         log(f"data: reusing {folder}")
     else:
-        log(f"data: generating ShapesOVD ({args.num_train} train / {args.num_val} val images, "
-            f"{args.image_size} px) in {folder}")
+        log(
+            f"data: generating ShapesOVD ({args.num_train} train / {args.num_val} val images, "
+            f"{args.image_size} px) in {folder}"
+        )
         shutil.rmtree(folder, ignore_errors=True)
-        generate_shapes_ovd(folder, seed=args.seed, num_train=args.num_train, num_val=args.num_val,
-                            image_size=args.image_size)  # fmt: skip
+        generate_shapes_ovd(
+            folder,
+            seed=args.seed,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            image_size=args.image_size,
+        )
         atomic_write_json(stamp_file, stamp)
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -203,10 +284,14 @@ def prepare_data(args, out):
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
         register_ovd_dataset(
-            name, os.path.join(folder, f"{split}.json"), os.path.join(folder, split), base,
-            DEFAULT_NOVEL_CLASSES, novel_annotated=novel_annotated,
+            name,
+            os.path.join(folder, f"{split}.json"),
+            os.path.join(folder, split),
+            base,
+            DEFAULT_NOVEL_CLASSES,
+            novel_annotated=novel_annotated,
             thing_classes=CATEGORY_NAMES if novel_annotated else base,
-        )  # fmt: skip
+        )
     return base, list(DEFAULT_NOVEL_CLASSES)
 
 
@@ -217,9 +302,18 @@ def random_vit_b32_clip(path, seed):
 
     if not os.path.exists(path):
         torch.manual_seed(seed)
-        model = CLIP(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-                     vision_patch_size=32, context_length=77, vocab_size=49408,
-                     transformer_width=512, transformer_heads=8, transformer_layers=12)  # fmt: skip
+        model = CLIP(
+            embed_dim=512,
+            image_resolution=224,
+            vision_layers=12,
+            vision_width=768,
+            vision_patch_size=32,
+            context_length=77,
+            vocab_size=49408,
+            transformer_width=512,
+            transformer_heads=8,
+            transformer_layers=12,
+        )
         save_clip_checkpoint(model, path)
     return path
 
@@ -228,19 +322,34 @@ def proposal_settings(args, mode):
     anchors = dict(ANCHOR_PRESETS[args.anchor_preset])
     if args.anchor_stride:
         anchors["stride"] = args.anchor_stride
-    return ProposalSettings(mode=mode, stride=anchors["stride"], sizes=tuple(anchors["sizes"]),
-                            ratios=tuple(anchors["ratios"]), rpn_candidates=args.rpn_candidates)  # fmt: skip
+    return ProposalSettings(
+        mode=mode,
+        stride=anchors["stride"],
+        sizes=tuple(anchors["sizes"]),
+        ratios=tuple(anchors["ratios"]),
+        rpn_candidates=args.rpn_candidates,
+    )
 
 
 def precompute(args, clip, output, stage, dataset, mode, max_images, resume=False):
     from ezsd.offline.region_features import FeatureSettings
 
     cfg = PrecomputeConfig(
-        dataset=dataset, output=output, stage=stage, clip=clip,
-        proposal=proposal_settings(args, mode), features=FeatureSettings(top_k=args.regions_per_image),
-        resume=resume, max_images=max_images, device=args.device, fp16=args.fp16,
-        batch_size=args.batch_size, progress=True, rpn_config=args.rpn_config, rpn_weights=args.rpn_weights,
-    )  # fmt: skip
+        dataset=dataset,
+        output=output,
+        stage=stage,
+        clip=clip,
+        proposal=proposal_settings(args, mode),
+        features=FeatureSettings(top_k=args.regions_per_image),
+        resume=resume,
+        max_images=max_images,
+        device=args.device,
+        fp16=args.fp16,
+        batch_size=args.batch_size,
+        progress=True,
+        rpn_config=args.rpn_config,
+        rpn_weights=args.rpn_weights,
+    )
     return run_precompute(cfg)
 
 
@@ -266,16 +375,22 @@ def bench_features(args, clip, out, fig, ctx):
         cpu = time.process_time()
         ceilings.append(measure_ceiling(model, args.batch_size, args.ceiling_batches))
         # measure_ceiling runs one untimed warm-up batch first
-        ceilings_cpu.append(args.batch_size * (args.ceiling_batches + 1) / (time.process_time() - cpu))
-        log(f"features: encoder alone ({args.ceiling_batches} batches of {args.batch_size}): "
-            f"{ceilings[-1]:.1f} regions/s")
+        ceilings_cpu.append(
+            args.batch_size * (args.ceiling_batches + 1) / (time.process_time() - cpu)
+        )
+        log(
+            f"features: encoder alone ({args.ceiling_batches} batches of {args.batch_size}): "
+            f"{ceilings[-1]:.1f} regions/s"
+        )
 
     ceiling()
     seconds = cpu_seconds = 0.0
     regions = 0
     for i in range(chunks):
         upto = round(num_images * (i + 1) / chunks)
-        log(f"features: the features stage (read image, crop 1.2x, encode, write), images up to {upto} ...")
+        log(
+            f"features: the features stage (read image, crop 1.2x, encode, write), images up to {upto} ..."
+        )
         _sync(args.device)
         start, cpu = time.perf_counter(), time.process_time()
         summary = precompute(args, clip, folder, "features", TRAIN, "fast", upto, resume=i > 0)
@@ -287,13 +402,21 @@ def bench_features(args, clip, out, fig, ctx):
     fig["features_regions_per_s"] = regions / seconds
     fig["encoder_ceiling_regions_per_s"] = statistics.mean(ceilings)
     ctx["features"] = dict(
-        images=num_images, regions=regions, seconds=seconds, runs=chunks, ceilings=ceilings,
-        batch_size=args.batch_size, clip=clip, store=folder,
+        images=num_images,
+        regions=regions,
+        seconds=seconds,
+        runs=chunks,
+        ceilings=ceilings,
+        batch_size=args.batch_size,
+        clip=clip,
+        store=folder,
         # process CPU time instead of wall time: less sensitive to other jobs on the machine
         cpu_time_ratio=(regions / cpu_seconds) / statistics.mean(ceilings_cpu),
-    )  # fmt: skip
-    log(f"features: {fig['features_regions_per_s']:.1f} regions/s ({regions} regions of {num_images} "
-        f"images in {seconds:.1f} s); encoder alone {fig['encoder_ceiling_regions_per_s']:.1f} regions/s")
+    )
+    log(
+        f"features: {fig['features_regions_per_s']:.1f} regions/s ({regions} regions of {num_images} "
+        f"images in {seconds:.1f} s); encoder alone {fig['encoder_ceiling_regions_per_s']:.1f} regions/s"
+    )
     return folder
 
 
@@ -306,23 +429,37 @@ def bench_proposals(args, clip, out, fig, ctx):
         log(f"proposals: {mode} mode on {args.proposal_images} val images ...")
         summary = precompute(args, clip, folder, "proposals", VAL, mode, args.proposal_images)
         done = summary["images"] - summary["skipped"]
-        recall = proposal_recall(VAL, summary["proposals_dir"], ks=(300,), group="novel",
-                                 max_images=args.proposal_images)  # fmt: skip
+        recall = proposal_recall(
+            VAL, summary["proposals_dir"], ks=(300,), group="novel", max_images=args.proposal_images
+        )
         if not recall["gt_boxes"]:
-            raise UserInputError(f"the first {args.proposal_images} val images hold no novel box: "
-                                 "raise --proposal-images (or --num-val)")  # fmt: skip
+            raise UserInputError(
+                f"the first {args.proposal_images} val images hold no novel box: "
+                "raise --proposal-images (or --num-val)"
+            )
         modes[mode] = dict(
-            crops_per_image=summary["proposal_encodings"] / max(done, 1), recall300=recall["recall"]["300"],
-            images=recall["images"], novel_boxes=recall["gt_boxes"], seconds=summary["seconds"],
-        )  # fmt: skip
-        log(f"proposals: {mode}: {modes[mode]['crops_per_image']:.0f} crops/image, novel R@300 "
-            f"{modes[mode]['recall300']:.3f} ({recall['gt_boxes']} novel boxes), {summary['seconds']:.1f} s")
+            crops_per_image=summary["proposal_encodings"] / max(done, 1),
+            recall300=recall["recall"]["300"],
+            images=recall["images"],
+            novel_boxes=recall["gt_boxes"],
+            seconds=summary["seconds"],
+        )
+        log(
+            f"proposals: {mode}: {modes[mode]['crops_per_image']:.0f} crops/image, novel R@300 "
+            f"{modes[mode]['recall300']:.3f} ({recall['gt_boxes']} novel boxes), {summary['seconds']:.1f} s"
+        )
     for mode in modes:
         fig[f"proposals_{mode}_crops_per_image"] = modes[mode]["crops_per_image"]
         fig[f"novel_recall300_{mode}"] = modes[mode]["recall300"]
     anchors = proposal_settings(args, "exhaustive")
-    ctx["proposals"] = dict(modes, anchor_preset=args.anchor_preset, stride=anchors.stride,
-                            sizes=list(anchors.sizes), ratios=list(anchors.ratios), iou=0.5)  # fmt: skip
+    ctx["proposals"] = dict(
+        modes,
+        anchor_preset=args.anchor_preset,
+        stride=anchors.stride,
+        sizes=list(anchors.sizes),
+        ratios=list(anchors.ratios),
+        iou=0.5,
+    )
 
 
 def _dir_bytes(paths):
@@ -339,14 +476,21 @@ def official_json_record(arrays, embeddings, file_name, image_shape):
     rows = np.concatenate([boxes, extra.astype(np.float32)], 1)
     is_gt = np.asarray(arrays["is_gt"], bool)
     height, width = image_shape
-    return json.dumps({
-        "feat": np.asarray(embeddings, np.float32).tolist(),
-        "bbox": rows.tolist(),
-        "gt_labels": np.asarray(arrays["clip_class"])[is_gt].astype(int).tolist(),
-        "img_metas": {"filename": file_name, "ori_filename": os.path.basename(file_name),
-                      "ori_shape": [height, width, 3], "img_shape": [height, width, 3],
-                      "scale_factor": [1.0, 1.0, 1.0, 1.0], "flip": False},
-    })  # fmt: skip
+    return json.dumps(
+        {
+            "feat": np.asarray(embeddings, np.float32).tolist(),
+            "bbox": rows.tolist(),
+            "gt_labels": np.asarray(arrays["clip_class"])[is_gt].astype(int).tolist(),
+            "img_metas": {
+                "filename": file_name,
+                "ori_filename": os.path.basename(file_name),
+                "ori_shape": [height, width, 3],
+                "img_shape": [height, width, 3],
+                "scale_factor": [1.0, 1.0, 1.0, 1.0],
+                "flip": False,
+            },
+        }
+    )
 
 
 def _widen(embeddings, dim, rng):
@@ -380,7 +524,9 @@ def bench_storage(args, clip, store_dir, out, fig, ctx):
     arrays = store.load(image_id)
     image = read_image(record["file_name"], format="RGB")
     model = load_clip(clip, args.device, args.fp16)
-    embeddings = encode_regions(model, image, arrays["boxes"], batch_size=args.batch_size).cpu().numpy()
+    embeddings = (
+        encode_regions(model, image, arrays["boxes"], batch_size=args.batch_size).cpu().numpy()
+    )
     del model
     sizes = {}
     for dim, emb in ((embeddings.shape[1], embeddings), (512, _widen(embeddings, 512, rng))):
@@ -392,13 +538,18 @@ def bench_storage(args, clip, store_dir, out, fig, ctx):
     fig["official_json_bytes_per_region"] = sizes[embeddings.shape[1]] / num
     fig["official_json_bytes_per_region_512"] = sizes[512] / num
     ctx["storage"] = dict(
-        embed_dim=int(embeddings.shape[1]), images=len(counts), regions=total,
-        json_image_id=image_id, json_regions=num,
+        embed_dim=int(embeddings.shape[1]),
+        images=len(counts),
+        regions=total,
+        json_image_id=image_id,
+        json_regions=num,
         npz_bytes_per_region_of_that_image=os.path.getsize(region_file(store_dir, image_id)) / num,
-    )  # fmt: skip
-    log(f"storage: {fig['bytes_per_region']:.0f} B/region ({embeddings.shape[1]}-d), "
+    )
+    log(
+        f"storage: {fig['bytes_per_region']:.0f} B/region ({embeddings.shape[1]}-d), "
         f"{fig['bytes_per_region_512']:.0f} B/region (512-d); official JSON layout "
-        f"{fig['official_json_bytes_per_region']:.0f} / {fig['official_json_bytes_per_region_512']:.0f} B/region")
+        f"{fig['official_json_bytes_per_region']:.0f} / {fig['official_json_bytes_per_region_512']:.0f} B/region"
+    )
 
 
 # --------------------------------------------------------------------------------- training
@@ -407,27 +558,60 @@ def bench_storage(args, clip, store_dir, out, fig, ctx):
 def detector_configs(args, clip, text_file, store_dir, num_classes, embed_dim):
     """(EZSD cfg, vanilla Faster R-CNN cfg): the same config but the ROI box branch."""
     fixed = [
-        "MODEL.DEVICE", args.device, "MODEL.WEIGHTS", "", "MODEL.MASK_ON", False,
-        "DATASETS.TRAIN", (TRAIN,), "DATASETS.TEST", (), "MODEL.ROI_HEADS.NUM_CLASSES", num_classes,
-        "MODEL.EZSD.EMBED_DIM", embed_dim, "MODEL.EZSD.CLIP.MODEL", clip,
-        "MODEL.EZSD.TEXT_EMBEDDINGS", text_file, "MODEL.EZSD.DISTILL.ENABLED", True,
-        "MODEL.EZSD.DISTILL.FEATURES", store_dir, "DATALOADER.NUM_WORKERS", args.num_workers,
-        "SEED", args.seed,
-    ]  # fmt: skip
+        "MODEL.DEVICE",
+        args.device,
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.MASK_ON",
+        False,
+        "DATASETS.TRAIN",
+        (TRAIN,),
+        "DATASETS.TEST",
+        (),
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        num_classes,
+        "MODEL.EZSD.EMBED_DIM",
+        embed_dim,
+        "MODEL.EZSD.CLIP.MODEL",
+        clip,
+        "MODEL.EZSD.TEXT_EMBEDDINGS",
+        text_file,
+        "MODEL.EZSD.DISTILL.ENABLED",
+        True,
+        "MODEL.EZSD.DISTILL.FEATURES",
+        store_dir,
+        "DATALOADER.NUM_WORKERS",
+        args.num_workers,
+        "SEED",
+        args.seed,
+    ]
     if args.ims_per_batch:
         fixed += ["SOLVER.IMS_PER_BATCH", args.ims_per_batch]
     if args.real_size:
         fixed += ["INPUT.MIN_SIZE_TRAIN", (800,), "INPUT.MAX_SIZE_TRAIN", 1333]
-    cfg = load_ezsd_config(args.config or (REAL_CONFIG if args.real_size else SHAPES_CONFIG),
-                           fixed + list(args.opts), opts_name="--opts")  # fmt: skip
+    cfg = load_ezsd_config(
+        args.config or (REAL_CONFIG if args.real_size else SHAPES_CONFIG),
+        fixed + list(args.opts),
+        opts_name="--opts",
+    )
     vanilla = cfg.clone()
     head = cfg.MODEL.EZSD.BOX_HEAD
-    vanilla.merge_from_list([
-        "MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
-        "MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead",
-        "MODEL.ROI_BOX_HEAD.NUM_CONV", head.NUM_SHARED_CONV + head.NUM_BRANCH_CONV,
-        "MODEL.ROI_BOX_HEAD.NUM_FC", head.NUM_BRANCH_FC, "MODEL.EZSD.DISTILL.ENABLED", False,
-    ])  # fmt: skip
+    vanilla.merge_from_list(
+        [
+            "MODEL.META_ARCHITECTURE",
+            "GeneralizedRCNN",
+            "MODEL.ROI_HEADS.NAME",
+            "StandardROIHeads",
+            "MODEL.ROI_BOX_HEAD.NAME",
+            "FastRCNNConvFCHead",
+            "MODEL.ROI_BOX_HEAD.NUM_CONV",
+            head.NUM_SHARED_CONV + head.NUM_BRANCH_CONV,
+            "MODEL.ROI_BOX_HEAD.NUM_FC",
+            head.NUM_BRANCH_FC,
+            "MODEL.EZSD.DISTILL.ENABLED",
+            False,
+        ]
+    )
     cfg.freeze()
     vanilla.freeze()
     return cfg, vanilla
@@ -457,9 +641,12 @@ class _Run:
         self.scheduler = build_lr_scheduler(cfg, optimizer)
         dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=True)
         loader = build_detection_train_loader(
-            dataset=dataset, mapper=mapper, sampler=TrainingSampler(len(dataset), seed=seed),
-            total_batch_size=cfg.SOLVER.IMS_PER_BATCH, num_workers=cfg.DATALOADER.NUM_WORKERS,
-        )  # fmt: skip
+            dataset=dataset,
+            mapper=mapper,
+            sampler=TrainingSampler(len(dataset), seed=seed),
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
         self.loop = build_train_loop(cfg, model, loader, optimizer)
         self.storage = EventStorage(0)
         self.times, self.data_times, self.cpu_times, self.losses = [], [], [], None
@@ -474,7 +661,9 @@ class _Run:
             _sync(self.device)
             seconds = time.perf_counter() - start
             data_time = self.storage.history("data_time").latest()
-            self.losses = {k: v for k, (v, _) in self.storage.latest().items() if k.startswith("loss_")}
+            self.losses = {
+                k: v for k, (v, _) in self.storage.latest().items() if k.startswith("loss_")
+            }
             self.storage.step()
         if record:
             self.times.append(seconds)
@@ -486,6 +675,7 @@ class _Run:
 def bench_training(args, clip, store_dir, base, out, fig, ctx):
     from detectron2.data import DatasetMapper
     from detectron2.data import transforms as T
+
     from ezsd.data.mapper import EZSDDatasetMapper
 
     model = load_clip(clip, args.device)
@@ -493,17 +683,27 @@ def bench_training(args, clip, store_dir, base, out, fig, ctx):
     embed_dim = int(text.shape[1])
     del model
     text_file = os.path.join(out, "text", "train.npy")
-    save_text_embeddings(text_file, text.cpu().numpy(), base, clip=clip,
-                         clip_hash=clip_checkpoint_hash(clip), prompts=list(DEFAULT_PROMPTS))  # fmt: skip
+    save_text_embeddings(
+        text_file,
+        text.cpu().numpy(),
+        base,
+        clip=clip,
+        clip_hash=clip_checkpoint_hash(clip),
+        prompts=list(DEFAULT_PROMPTS),
+    )
     cfg, vanilla_cfg = detector_configs(args, clip, text_file, store_dir, len(base), embed_dim)
     extra = {}
     if args.real_size:  # exactly 1333x800 inputs (the generated images are square)
         extra["augmentations"] = [T.Resize((800, 1333)), T.RandomFlip()]
-    runs = [_Run("ezsd", cfg, EZSDDatasetMapper(cfg, is_train=True, **extra), args.seed),
-            _Run("vanilla", vanilla_cfg, DatasetMapper(vanilla_cfg, is_train=True, **extra), args.seed)]
-    log(f"train: {cfg.MODEL.BACKBONE.NAME} depth {cfg.MODEL.RESNETS.DEPTH}, batch "
+    runs = [
+        _Run("ezsd", cfg, EZSDDatasetMapper(cfg, is_train=True, **extra), args.seed),
+        _Run("vanilla", vanilla_cfg, DatasetMapper(vanilla_cfg, is_train=True, **extra), args.seed),
+    ]
+    log(
+        f"train: {cfg.MODEL.BACKBONE.NAME} depth {cfg.MODEL.RESNETS.DEPTH}, batch "
         f"{cfg.SOLVER.IMS_PER_BATCH}, {args.warmup_iters} warm-up + {args.iters} timed iterations each, "
-        "interleaved (EZSD first in even rounds, vanilla first in odd ones)")
+        "interleaved (EZSD first in even rounds, vanilla first in odd ones)"
+    )
     for i in range(args.warmup_iters):
         for run in runs:
             run.step(record=False)
@@ -513,27 +713,35 @@ def bench_training(args, clip, store_dir, base, out, fig, ctx):
     for i in range(args.iters):
         order = runs if i % 2 == 0 else runs[::-1]
         took = {run.name: run.step(record=True) for run in order}
-        log(f"train: round {i + 1}/{args.iters}: ezsd {took['ezsd'][0]:.3f} s (data "
-            f"{took['ezsd'][1]:.3f}), vanilla {took['vanilla'][0]:.3f} s (data {took['vanilla'][1]:.3f})")
+        log(
+            f"train: round {i + 1}/{args.iters}: ezsd {took['ezsd'][0]:.3f} s (data "
+            f"{took['ezsd'][1]:.3f}), vanilla {took['vanilla'][0]:.3f} s (data {took['vanilla'][1]:.3f})"
+        )
     ezsd_run, vanilla_run = runs
     fig["train_iter_s_ezsd"] = statistics.median(ezsd_run.times)
     fig["train_iter_s_vanilla"] = statistics.median(vanilla_run.times)
     fig["data_time_s_ezsd"] = statistics.median(ezsd_run.data_times)
     ctx["train"] = dict(
         config=args.config or (REAL_CONFIG if args.real_size else SHAPES_CONFIG),
-        ims_per_batch=cfg.SOLVER.IMS_PER_BATCH, input_size="800x1333" if args.real_size else
-        f"{cfg.INPUT.MIN_SIZE_TRAIN} / max {cfg.INPUT.MAX_SIZE_TRAIN}",
-        num_workers=args.num_workers, statistic="median of the timed iterations",
+        ims_per_batch=cfg.SOLVER.IMS_PER_BATCH,
+        input_size="800x1333"
+        if args.real_size
+        else f"{cfg.INPUT.MIN_SIZE_TRAIN} / max {cfg.INPUT.MAX_SIZE_TRAIN}",
+        num_workers=args.num_workers,
+        statistic="median of the timed iterations",
         vanilla_box_head=f"FastRCNNConvFCHead NUM_CONV {vanilla_cfg.MODEL.ROI_BOX_HEAD.NUM_CONV} "
         f"NUM_FC {vanilla_cfg.MODEL.ROI_BOX_HEAD.NUM_FC} CONV_DIM {cfg.MODEL.ROI_BOX_HEAD.CONV_DIM} "
         f"FC_DIM {cfg.MODEL.ROI_BOX_HEAD.FC_DIM}",
         distill_proposals_per_image=cfg.MODEL.EZSD.DISTILL.NUM_PROPOSALS,
-        **{f"{r.name}_iter_s": r.times for r in runs}, **{f"{r.name}_data_s": r.data_times for r in runs},
+        **{f"{r.name}_iter_s": r.times for r in runs},
+        **{f"{r.name}_data_s": r.data_times for r in runs},
         **{f"{r.name}_process_cpu_s": r.cpu_times for r in runs},
         # CPU time of this process (all its threads): less sensitive to other jobs on the machine
-        cpu_time_ratio=statistics.median(ezsd_run.cpu_times) / statistics.median(vanilla_run.cpu_times),
-        ezsd_losses=ezsd_run.losses, vanilla_losses=vanilla_run.losses,
-    )  # fmt: skip
+        cpu_time_ratio=statistics.median(ezsd_run.cpu_times)
+        / statistics.median(vanilla_run.cpu_times),
+        ezsd_losses=ezsd_run.losses,
+        vanilla_losses=vanilla_run.losses,
+    )
 
 
 # ------------------------------------------------------------------------------------- main
@@ -542,8 +750,12 @@ def bench_training(args, clip, store_dir, base, out, fig, ctx):
 def goal_met(value, goal):
     """Whether `value` meets a goal written as "OP NUMBER" (OP one of >=, <=, <, >)."""
     op, bound = goal.split()
-    return {">=": value >= float(bound), "<=": value <= float(bound),
-            "<": value < float(bound), ">": value > float(bound)}[op]  # fmt: skip
+    return {
+        ">=": value >= float(bound),
+        "<=": value <= float(bound),
+        "<": value < float(bound),
+        ">": value > float(bound),
+    }[op]
 
 
 def table(fig):
@@ -557,8 +769,10 @@ def table(fig):
     for mode in ("fast", "rpn"):
         if f"novel_recall300_{mode}" in fig and "novel_recall300_exhaustive" in fig:
             gap = 100 * (fig["novel_recall300_exhaustive"] - fig[f"novel_recall300_{mode}"])
-            lines.append(f"novel recall@300, exhaustive - {mode}: {gap:.1f} points (goal: at most 1"
-                         f"{', met' if gap <= 1 else ', NOT met'})")
+            lines.append(
+                f"novel recall@300, exhaustive - {mode}: {gap:.1f} points (goal: at most 1"
+                f"{', met' if gap <= 1 else ', NOT met'})"
+            )
     return "\n".join(lines)
 
 
@@ -600,14 +814,26 @@ def run_benchmarks(args, command=None):
         figures={k: fig[k] for k in FIGURES if k in fig},
         goals={k: g for k, g in FIGURES.items() if g and k in fig},
         context=dict(
-            ctx, device=args.device, fp16=args.fp16, real_size=args.real_size, clip=clip,
-            clip_hash=clip_checkpoint_hash(clip), threads=torch.get_num_threads(),
-            torch=torch.__version__, seed=args.seed, wall_seconds=time.time() - started,
+            ctx,
+            device=args.device,
+            fp16=args.fp16,
+            real_size=args.real_size,
+            clip=clip,
+            clip_hash=clip_checkpoint_hash(clip),
+            threads=torch.get_num_threads(),
+            torch=torch.__version__,
+            seed=args.seed,
+            wall_seconds=time.time() - started,
             command=command or " ".join(["tools/benchmark.py"] + sys.argv[1:]),
-            data=dict(num_train=args.num_train, num_val=args.num_val, image_size=args.image_size,
-                      base=base, novel=novel),
+            data=dict(
+                num_train=args.num_train,
+                num_val=args.num_val,
+                image_size=args.image_size,
+                base=base,
+                novel=novel,
+            ),
         ),
-    )  # fmt: skip
+    )
     path = os.path.join(out, "benchmarks.json")
     atomic_write_json(path, result, indent=1)
     print(table(fig))

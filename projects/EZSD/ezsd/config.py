@@ -86,8 +86,10 @@ def load_ezsd_config(config_file, opts=(), opts_name="command-line option"):
         raise UserInputError(f"config file not found: {config_file}")
     # yacs raises KeyError (unknown key), ValueError or AssertionError (bad value or type); their
     # args[0] is the message (str() of a KeyError puts it in quotes).
-    for source, merge in ((config_file, lambda: cfg.merge_from_file(config_file)),
-                          (opts_name, lambda: cfg.merge_from_list(list(opts)))):  # fmt: skip
+    for source, merge in (
+        (config_file, lambda: cfg.merge_from_file(config_file)),
+        (opts_name, lambda: cfg.merge_from_list(list(opts))),
+    ):
         try:
             merge()
         except (KeyError, ValueError, AssertionError, yaml.YAMLError) as e:

@@ -31,6 +31,7 @@ Examples, after `make demo` (ShapesOVD, output/demo/):
 `make demo` trains for 100 iterations only: its scores are low, so lower --confidence-threshold
 (e.g. 0.001) to see its boxes at all.
 """
+
 import argparse
 import glob
 import logging
@@ -45,8 +46,12 @@ from tqdm import tqdm
 
 from ezsd.config import load_ezsd_config
 from ezsd.predictor import (
-    VocabularyPredictor, default_cache_dir, resolve_vocabulary, vocabulary_embeddings, weights_file,
-)  # fmt: skip
+    VocabularyPredictor,
+    default_cache_dir,
+    resolve_vocabulary,
+    vocabulary_embeddings,
+    weights_file,
+)
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write, atomic_write_json, check_writable_dir
 
@@ -62,24 +67,53 @@ def argument_parser():
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                        help="image files, folders (their images) or quoted glob patterns")  # fmt: skip
-    parser.add_argument("--output", required=True, metavar="DIR",
-                        help="annotated PNGs and detections.json go here")  # fmt: skip
-    parser.add_argument("--vocabulary", metavar="DATASET|custom",
-                        help="a registered dataset (its thing_classes) or 'custom'")  # fmt: skip
-    parser.add_argument("--custom-vocabulary", metavar="NAMES",
-                        help="comma-separated class names, for --vocabulary custom")  # fmt: skip
-    parser.add_argument("--confidence-threshold", type=float, default=0.5,
-                        help="minimum score of a detection (default 0.5)")  # fmt: skip
-    parser.add_argument("--picture-size", type=int, default=768, metavar="PIXELS",
-                        help="draw smaller images enlarged to this shorter side, so that labels "
-                             "are readable (default 768; 0: the image's own size)")  # fmt: skip
+    parser.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="image files, folders (their images) or quoted glob patterns",
+    )
+    parser.add_argument(
+        "--output", required=True, metavar="DIR", help="annotated PNGs and detections.json go here"
+    )
+    parser.add_argument(
+        "--vocabulary",
+        metavar="DATASET|custom",
+        help="a registered dataset (its thing_classes) or 'custom'",
+    )
+    parser.add_argument(
+        "--custom-vocabulary",
+        metavar="NAMES",
+        help="comma-separated class names, for --vocabulary custom",
+    )
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.5,
+        help="minimum score of a detection (default 0.5)",
+    )
+    parser.add_argument(
+        "--picture-size",
+        type=int,
+        default=768,
+        metavar="PIXELS",
+        help="draw smaller images enlarged to this shorter side, so that labels "
+        "are readable (default 768; 0: the image's own size)",
+    )
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (MODEL.DEVICE cpu)")
-    parser.add_argument("--cache-dir", default=default_cache_dir(),
-                        help="cache of computed text embeddings (default %(default)s)")  # fmt: skip
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
-                        help="config options, e.g. MODEL.WEIGHTS model_final.pth (comes last)")  # fmt: skip
+    parser.add_argument(
+        "--cache-dir",
+        default=default_cache_dir(),
+        help="cache of computed text embeddings (default %(default)s)",
+    )
+    parser.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        metavar="KEY VALUE",
+        help="config options, e.g. MODEL.WEIGHTS model_final.pth (comes last)",
+    )
     return parser
 
 
@@ -94,7 +128,9 @@ def setup_cfg(config_file, opts, confidence_threshold, cpu=False):
     if cpu:
         cfg.MODEL.DEVICE = "cpu"
     elif cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning(f"MODEL.DEVICE is {cfg.MODEL.DEVICE} but CUDA is not available: using the CPU")
+        logger.warning(
+            f"MODEL.DEVICE is {cfg.MODEL.DEVICE} but CUDA is not available: using the CPU"
+        )
         cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = weights_file(cfg, config_file, "MODEL.WEIGHTS" in list(opts)[::2])
     cfg.freeze()
@@ -107,12 +143,14 @@ def collect_images(inputs):
     for item in inputs:
         if os.path.isdir(item):
             found = sorted(
-                os.path.join(item, f) for f in os.listdir(item)
+                os.path.join(item, f)
+                for f in os.listdir(item)
                 if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(item, f))
-            )  # fmt: skip
+            )
             if not found:
-                raise UserInputError(f"--input {item}: the folder holds no image "
-                                     f"({', '.join(IMAGE_EXTENSIONS)})")  # fmt: skip
+                raise UserInputError(
+                    f"--input {item}: the folder holds no image ({', '.join(IMAGE_EXTENSIONS)})"
+                )
         elif any(c in item for c in "*?["):
             found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
             if not found:
@@ -159,12 +197,24 @@ def draw_detections(image_bgr, instances, metadata, picture_size=0):
     An image whose shorter side is below `picture_size` pixels is drawn enlarged to it, so that
     boxes and labels stay readable on small images (0: the image's own size)."""
     scale = max(1.0, picture_size / min(image_bgr.shape[:2]))
-    visualizer = Visualizer(image_bgr[:, :, ::-1], metadata, scale=scale, instance_mode=ColorMode.IMAGE)
+    visualizer = Visualizer(
+        image_bgr[:, :, ::-1], metadata, scale=scale, instance_mode=ColorMode.IMAGE
+    )
     return visualizer.draw_instance_predictions(instances).get_image()
 
 
-def run_demo(config_file, inputs, output, vocabulary=None, custom_vocabulary=None,
-             confidence_threshold=0.5, cpu=False, cache_dir=None, opts=(), picture_size=768):  # fmt: skip
+def run_demo(
+    config_file,
+    inputs,
+    output,
+    vocabulary=None,
+    custom_vocabulary=None,
+    confidence_threshold=0.5,
+    cpu=False,
+    cache_dir=None,
+    opts=(),
+    picture_size=768,
+):
     """Detect the vocabulary's classes in the images named by `inputs` and write OUTPUT/<name>.png
     and OUTPUT/detections.json (the arguments are the command line's; see the module's help).
     Every input is checked before anything is written. Returns the detections.json dict."""
@@ -186,10 +236,21 @@ def run_demo(config_file, inputs, output, vocabulary=None, custom_vocabulary=Non
         drawn = draw_detections(image, instances, predictor.metadata, picture_size)
         with atomic_write(os.path.join(output, png)) as f:
             Image.fromarray(drawn).save(f, format="PNG")
-        records.append(dict(file=path, visualization=png, height=image.shape[0],
-                            width=image.shape[1], detections=detections_of(instances, names)))  # fmt: skip
-    result = dict(vocabulary=names, confidence_threshold=confidence_threshold,
-                  weights=cfg.MODEL.WEIGHTS, images=records)  # fmt: skip
+        records.append(
+            dict(
+                file=path,
+                visualization=png,
+                height=image.shape[0],
+                width=image.shape[1],
+                detections=detections_of(instances, names),
+            )
+        )
+    result = dict(
+        vocabulary=names,
+        confidence_threshold=confidence_threshold,
+        weights=cfg.MODEL.WEIGHTS,
+        images=records,
+    )
     atomic_write_json(os.path.join(output, DETECTIONS_FILE), result, indent=1)
     total = sum(len(r["detections"]) for r in records)
     logger.info(f"{total} detections in {len(records)} images: {output}/{DETECTIONS_FILE}")
@@ -200,6 +261,15 @@ def run_demo(config_file, inputs, output, vocabulary=None, custom_vocabulary=Non
 def main(argv=None):
     args = argument_parser().parse_args(argv)
     setup_logger(name="ezsd")
-    return run_demo(args.config_file, args.input, args.output, args.vocabulary,
-                    args.custom_vocabulary, args.confidence_threshold, args.cpu, args.cache_dir,
-                    args.opts, args.picture_size)  # fmt: skip
+    return run_demo(
+        args.config_file,
+        args.input,
+        args.output,
+        args.vocabulary,
+        args.custom_vocabulary,
+        args.confidence_threshold,
+        args.cpu,
+        args.cache_dir,
+        args.opts,
+        args.picture_size,
+    )

@@ -13,6 +13,7 @@ model) and AMPTrainer asserts CUDA. Here the device decides:
     cuda           nccl            [local rank]     detectron2's AMPTrainer (fp16 + GradScaler)
     cpu            gloo            None             CPUAMPTrainer (bfloat16 autocast, no scaler)
 """
+
 import logging
 import socket
 import sys
@@ -24,8 +25,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
-from detectron2.engine import create_ddp_model, default_setup
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+    default_setup,
+)
 from detectron2.engine import launch as d2_launch
 from detectron2.engine.launch import DEFAULT_TIMEOUT
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
@@ -40,9 +47,18 @@ from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import check_writable_dir
 
 __all__ = [
-    "Trainer", "build_optimizer", "images_per_process", "load_config", "setup", "main",
-    "launch_main", "launch", "build_ddp_model", "build_train_loop", "CPUAMPTrainer",
-]  # fmt: skip
+    "Trainer",
+    "build_optimizer",
+    "images_per_process",
+    "load_config",
+    "setup",
+    "main",
+    "launch_main",
+    "launch",
+    "build_ddp_model",
+    "build_train_loop",
+    "CPUAMPTrainer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +73,16 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def launch(main_func, num_processes, device, num_machines=1, machine_rank=0, dist_url=None,
-           args=(), timeout=DEFAULT_TIMEOUT):  # fmt: skip
+def launch(
+    main_func,
+    num_processes,
+    device,
+    num_machines=1,
+    machine_rank=0,
+    dist_url=None,
+    args=(),
+    timeout=DEFAULT_TIMEOUT,
+):
     """detectron2's `launch` with the process-group backend of `device` (gloo for CPU, nccl for
     CUDA); `num_processes` per machine. A worker that exits with an error (one line printed by
     `exit_on_user_error`, or a traceback) ends this process with its exit code, without a second
@@ -66,36 +90,51 @@ def launch(main_func, num_processes, device, num_machines=1, machine_rank=0, dis
     kind = _device_type(device)
     world_size = num_machines * num_processes
     if kind == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"MODEL.DEVICE is '{device}' but CUDA is not available here "
-                             "(torch.cuda.is_available() is False); set MODEL.DEVICE cpu")  # fmt: skip
+        raise UserInputError(
+            f"MODEL.DEVICE is '{device}' but CUDA is not available here "
+            "(torch.cuda.is_available() is False); set MODEL.DEVICE cpu"
+        )
     if kind == "cuda" and num_processes > torch.cuda.device_count():
-        raise UserInputError(f"--num-gpus {num_processes} but only {torch.cuda.device_count()} "
-                             "CUDA devices are visible")  # fmt: skip
+        raise UserInputError(
+            f"--num-gpus {num_processes} but only {torch.cuda.device_count()} "
+            "CUDA devices are visible"
+        )
     if world_size > 1 and kind not in ("cuda", "cpu"):
         raise UserInputError(f"MODEL.DEVICE '{device}': several processes run on 'cpu' or 'cuda'")
     try:
         if world_size == 1:
             return main_func(*args)
         if kind == "cuda":  # detectron2's own: NCCL, one GPU per process
-            return d2_launch(main_func, num_processes, num_machines, machine_rank, dist_url,
-                             args=args, timeout=timeout)  # fmt: skip
+            return d2_launch(
+                main_func,
+                num_processes,
+                num_machines,
+                machine_rank,
+                dist_url,
+                args=args,
+                timeout=timeout,
+            )
         if dist_url == "auto":
             if num_machines != 1:
                 raise UserInputError("--dist-url auto works on one machine only")
             dist_url = f"tcp://127.0.0.1:{_free_port()}"
         mp.start_processes(
-            _cpu_worker, nprocs=num_processes, daemon=False,
+            _cpu_worker,
+            nprocs=num_processes,
+            daemon=False,
             args=(main_func, world_size, num_processes, machine_rank, dist_url, args, timeout),
-        )  # fmt: skip
+        )
     except mp.ProcessExitedException as e:  # the worker said why (stderr) before exiting
         sys.exit(e.exit_code if e.exit_code and e.exit_code > 0 else 1)
 
 
-def _cpu_worker(local_rank, main_func, world_size, num_processes, machine_rank, dist_url, args,
-                timeout):  # fmt: skip
+def _cpu_worker(
+    local_rank, main_func, world_size, num_processes, machine_rank, dist_url, args, timeout
+):
     rank = machine_rank * num_processes + local_rank
-    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
-                            rank=rank, timeout=timeout)  # fmt: skip
+    dist.init_process_group(
+        backend="gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timeout
+    )
     comm.create_local_process_group(num_processes)
     comm.synchronize()
     main_func(*args)
@@ -137,7 +176,9 @@ class CPUAMPTrainer(SimpleTrainer):
         losses.backward()
         self.after_backward()
         if self.async_write_metrics:
-            self.concurrent_executor.submit(self._write_metrics, loss_dict, data_time, iter=self.iter)
+            self.concurrent_executor.submit(
+                self._write_metrics, loss_dict, data_time, iter=self.iter
+            )
         else:
             self._write_metrics(loss_dict, data_time)
         self.optimizer.step()
@@ -162,8 +203,10 @@ def images_per_process(cfg, num_processes):
     """SOLVER.IMS_PER_BATCH is the total over all training processes; each takes an equal part."""
     total = cfg.SOLVER.IMS_PER_BATCH
     if total % num_processes:
-        raise UserInputError(f"SOLVER.IMS_PER_BATCH {total} is not divisible by the "
-                             f"{num_processes} training processes")  # fmt: skip
+        raise UserInputError(
+            f"SOLVER.IMS_PER_BATCH {total} is not divisible by the "
+            f"{num_processes} training processes"
+        )
     return total // num_processes
 
 
@@ -173,17 +216,22 @@ def build_optimizer(cfg, model):
     MODEL.EZSD.TEMPERATURE_LR_FACTOR on the parameters whose gradient carries a factor T."""
     temperature_scaled = set(temperature_scaled_parameters(model))
     params = get_default_optimizer_params(
-        model, base_lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM, bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
         overrides={"log_temperature": {"weight_decay": 0.0}},
-        lr_factor_func=lambda name: (cfg.MODEL.EZSD.TEMPERATURE_LR_FACTOR
-                                     if name in temperature_scaled else 1.0),
-    )  # fmt: skip
+        lr_factor_func=lambda name: (
+            cfg.MODEL.EZSD.TEMPERATURE_LR_FACTOR if name in temperature_scaled else 1.0
+        ),
+    )
     kind = cfg.SOLVER.OPTIMIZER.upper()
     if kind == "SGD":
-        optimizer_class, options = torch.optim.SGD, dict(
-            momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV
+        optimizer_class, options = (
+            torch.optim.SGD,
+            dict(momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV),
         )
     elif kind == "ADAMW":
         optimizer_class, options = torch.optim.AdamW, {}
@@ -208,8 +256,9 @@ class Trainer(DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
         self._trainer = build_train_loop(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(self._trainer.model, cfg.OUTPUT_DIR,
-                                                  trainer=weakref.proxy(self))  # fmt: skip
+        self.checkpointer = DetectionCheckpointer(
+            self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -218,8 +267,10 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         world = comm.get_world_size()
-        logger.info(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} = "
-                    f"{images_per_process(cfg, world)} per process x {world} processes")  # fmt: skip
+        logger.info(
+            f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} = "
+            f"{images_per_process(cfg, world)} per process x {world} processes"
+        )
         return build_detection_train_loader(cfg, mapper=EZSDDatasetMapper(cfg, is_train=True))
 
     @classmethod
@@ -243,7 +294,9 @@ def load_config(args):
 
 def setup(args):
     cfg = load_config(args)
-    if comm.is_main_process() and cfg.OUTPUT_DIR:  # before default_setup writes log and config there
+    if (
+        comm.is_main_process() and cfg.OUTPUT_DIR
+    ):  # before default_setup writes log and config there
         check_writable_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR")
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ezsd")
@@ -275,6 +328,11 @@ def launch_main(args):
     if args.machine_rank == 0 and cfg.OUTPUT_DIR:
         check_writable_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR")
     launch(
-        main, args.num_gpus, cfg.MODEL.DEVICE, num_machines=args.num_machines,
-        machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,),
-    )  # fmt: skip
+        main,
+        args.num_gpus,
+        cfg.MODEL.DEVICE,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

@@ -11,6 +11,7 @@ weights detect a dataset's classes or any names:
 `build_detector(cfg)` is the one way to build a detector from a config and its weights, refusing
 weights of another model instead of running a partly random one (detectron2 only warns).
 """
+
 import hashlib
 import json
 import logging
@@ -24,16 +25,26 @@ from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 
 from ezsd.clip import (
-    clip_checkpoint_hash, load_clip, load_text_embeddings, names_path, save_text_embeddings,
+    clip_checkpoint_hash,
+    load_clip,
+    load_text_embeddings,
+    names_path,
+    save_text_embeddings,
     text_embeddings,
-)  # fmt: skip
+)
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import resolve_data_path
 
 __all__ = [
-    "VocabularyPredictor", "build_detector", "resolve_vocabulary", "vocabulary_embeddings",
-    "cached_text_embeddings", "default_cache_dir", "weights_file", "load_weights",
-]  # fmt: skip
+    "VocabularyPredictor",
+    "build_detector",
+    "resolve_vocabulary",
+    "vocabulary_embeddings",
+    "cached_text_embeddings",
+    "default_cache_dir",
+    "weights_file",
+    "load_weights",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +72,10 @@ def resolve_vocabulary(vocabulary=None, custom_vocabulary=None, default_dataset=
         elif default_dataset:
             vocabulary = default_dataset
         else:
-            raise UserInputError("no vocabulary: pass --vocabulary DATASET or --custom-vocabulary "
-                                 "NAME,NAME,... (the config has no DATASETS.TEST)")  # fmt: skip
+            raise UserInputError(
+                "no vocabulary: pass --vocabulary DATASET or --custom-vocabulary "
+                "NAME,NAME,... (the config has no DATASETS.TEST)"
+            )
     if vocabulary == "custom":
         if custom_vocabulary is None:
             raise UserInputError("--vocabulary custom needs --custom-vocabulary NAME,NAME,...")
@@ -131,8 +144,9 @@ def cached_text_embeddings(cfg, names, cache_dir=None):
     model = load_clip(clip_model, device=cfg.MODEL.DEVICE)
     embeddings = text_embeddings(model, names, prompts).cpu().numpy()
     try:
-        save_text_embeddings(path, embeddings, names, clip=clip_model, clip_hash=clip_hash,
-                             prompts=prompts)  # fmt: skip
+        save_text_embeddings(
+            path, embeddings, names, clip=clip_model, clip_hash=clip_hash, prompts=prompts
+        )
     except OSError as e:
         raise UserInputError(f"--cache-dir {cache_dir}: cannot write the text embeddings ({e})")
     return path, embeddings
@@ -187,8 +201,9 @@ def load_weights(model, weights, config_file=None):
     if missing or other_shape:
         detail = ", ".join(
             f"{len(keys)} {what} (e.g. {keys[0]})"
-            for keys, what in ((missing, "missing"), (other_shape, "of another shape")) if keys
-        )  # fmt: skip
+            for keys, what in ((missing, "missing"), (other_shape, "of another shape"))
+            if keys
+        )
         raise UserInputError(
             f"MODEL.WEIGHTS {weights} does not fit the model of {config_file or 'the config'}: "
             f"parameters {detail}; use the config the weights were trained with"
@@ -228,8 +243,10 @@ class VocabularyPredictor(DefaultPredictor):
         self.cfg = cfg
         model = build_model(cfg)
         if not hasattr(model, "set_vocabulary"):
-            raise UserInputError(f"{config_file}: MODEL.META_ARCHITECTURE "
-                                 f"'{cfg.MODEL.META_ARCHITECTURE}' is not an EZSD model")  # fmt: skip
+            raise UserInputError(
+                f"{config_file}: MODEL.META_ARCHITECTURE "
+                f"'{cfg.MODEL.META_ARCHITECTURE}' is not an EZSD model"
+            )
         load_weights(model, cfg.MODEL.WEIGHTS, config_file)
         model.set_vocabulary(embeddings, list(names), split="test")
         self.model = model.eval()

@@ -18,6 +18,7 @@ Every stage runs the same command a COCO user runs, with ShapesOVD settings. SHA
 --shared-dir is given: tools/run_ablation.py points all variants at one, so each stage output is
 made once for the variants that share it.
 """
+
 import argparse
 import json
 import os
@@ -60,26 +61,59 @@ def parse_args(argv=None):
     p.add_argument("--variant", default="full", choices=sorted(VARIANTS))
     # fast by default: rpn finds more novel objects with fewer CLIP crops, but training its RPN
     # costs more CPU time than it saves, for the same AP at demo scale (docs/SHAPES_RESULTS.md 6).
-    p.add_argument("--clip-proposals", default="fast", choices=("fast", "rpn", "exhaustive"),
-                   help="precompute --proposal-mode of the CLIP proposals (docs/PRECOMPUTE.md)")
-    p.add_argument("--data-dir", default=None,
-                   help="DETECTRON2_DATASETS for this run (default SHARED_DIR/datasets)")
-    p.add_argument("--shared-dir", default=None,
-                   help="where the stages before training write (default OUTPUT_DIR)")
+    p.add_argument(
+        "--clip-proposals",
+        default="fast",
+        choices=("fast", "rpn", "exhaustive"),
+        help="precompute --proposal-mode of the CLIP proposals (docs/PRECOMPUTE.md)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="DETECTRON2_DATASETS for this run (default SHARED_DIR/datasets)",
+    )
+    p.add_argument(
+        "--shared-dir",
+        default=None,
+        help="where the stages before training write (default OUTPUT_DIR)",
+    )
     p.add_argument("--num-train", type=int, default=1000)
     p.add_argument("--num-val", type=int, default=200)
-    p.add_argument("--renorm-epochs", type=int, default=1,
-                   help="longer tuning drifts base crops to novel names (docs/RENORMALIZATION.md)")
-    p.add_argument("--max-iter", type=int, default=None,
-                   help="training iterations (config default); LR steps and warm-up scale with it")
-    p.add_argument("--rpn-max-iter", type=int, default=None,
-                   help="training iterations of the rpn stage (its config's default)")
-    p.add_argument("--eval-period", type=int, default=0,
-                   help="also evaluate every this many iterations (results.json 'curve')")
-    p.add_argument("--device", default="cpu",
-                   help="where every stage runs: cpu or cuda (CLIP tuning, features, training)")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                   help="extra train_net.py config options, KEY VALUE ...")
+    p.add_argument(
+        "--renorm-epochs",
+        type=int,
+        default=1,
+        help="longer tuning drifts base crops to novel names (docs/RENORMALIZATION.md)",
+    )
+    p.add_argument(
+        "--max-iter",
+        type=int,
+        default=None,
+        help="training iterations (config default); LR steps and warm-up scale with it",
+    )
+    p.add_argument(
+        "--rpn-max-iter",
+        type=int,
+        default=None,
+        help="training iterations of the rpn stage (its config's default)",
+    )
+    p.add_argument(
+        "--eval-period",
+        type=int,
+        default=0,
+        help="also evaluate every this many iterations (results.json 'curve')",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where every stage runs: cpu or cuda (CLIP tuning, features, training)",
+    )
+    p.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="extra train_net.py config options, KEY VALUE ...",
+    )
     return p.parse_args(argv)
 
 
@@ -90,8 +124,14 @@ def scaled_schedule(config_file, max_iter):
     solver = load_ezsd_config(config_file).SOLVER
     scale = max_iter / solver.MAX_ITER
     steps = sorted({round(step * scale) for step in solver.STEPS} & set(range(1, max_iter)))
-    return ["SOLVER.MAX_ITER", max_iter, "SOLVER.STEPS", str(tuple(steps)),
-            "SOLVER.WARMUP_ITERS", round(solver.WARMUP_ITERS * scale)]
+    return [
+        "SOLVER.MAX_ITER",
+        max_iter,
+        "SOLVER.STEPS",
+        str(tuple(steps)),
+        "SOLVER.WARMUP_ITERS",
+        round(solver.WARMUP_ITERS * scale),
+    ]
 
 
 class Pipeline:
@@ -116,8 +156,9 @@ class Pipeline:
         log_path = os.path.join(self.out, "logs", f"{stage}.log")
         command = [sys.executable, os.path.join(REPO, script), *map(str, args)]
         with open(log_path, "w") as log:
-            code = subprocess.run(command, env=self.env, cwd=REPO, stdout=log,
-                                  stderr=subprocess.STDOUT).returncode  # fmt: skip
+            code = subprocess.run(
+                command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+            ).returncode
         if code != 0:
             with open(log_path) as f:
                 lines = [line.strip() for line in f if line.strip()]
@@ -152,8 +193,11 @@ class Pipeline:
         with open(path) as f:
             recorded = json.load(f)
         inputs = json.loads(json.dumps(inputs))  # as stored (tuples become lists)
-        diff = [f"{k}: {recorded.get(k)!r} there, {inputs.get(k)!r} asked" for k in sorted(set(recorded) | set(inputs))
-                if recorded.get(k) != inputs.get(k)]  # fmt: skip
+        diff = [
+            f"{k}: {recorded.get(k)!r} there, {inputs.get(k)!r} asked"
+            for k in sorted(set(recorded) | set(inputs))
+            if recorded.get(k) != inputs.get(k)
+        ]
         if diff:
             raise UserInputError(
                 f"stage '{name}': {folder} was made from other inputs ({'; '.join(diff)}); "
@@ -170,12 +214,20 @@ class Pipeline:
                 data = json.load(f)
             counts[split] = len(data["images"])
         info = data["info"]
-        return dict(seed=info["seed"], novel=sorted(info["novel_classes"]),
-                    num_train=counts["train"], num_val=counts["val"])  # fmt: skip
+        return dict(
+            seed=info["seed"],
+            novel=sorted(info["novel_classes"]),
+            num_train=counts["train"],
+            num_val=counts["val"],
+        )
 
     def asked_data_inputs(self):
-        return dict(seed=self.args.seed, novel=sorted(self.novel), num_train=self.args.num_train,
-                    num_val=self.args.num_val)  # fmt: skip
+        return dict(
+            seed=self.args.seed,
+            novel=sorted(self.novel),
+            num_train=self.args.num_train,
+            num_val=self.args.num_val,
+        )
 
     def data(self):
         folder = os.path.join(self.data_root, "shapes_ovd")
@@ -185,32 +237,67 @@ class Pipeline:
                 return False
             there, asked = self.data_inputs(), self.asked_data_inputs()
             if there != asked:
-                diff = "; ".join(f"{k}: {there[k]!r} there, {asked[k]!r} asked" for k in sorted(asked)
-                                 if there[k] != asked[k])  # fmt: skip
+                diff = "; ".join(
+                    f"{k}: {there[k]!r} there, {asked[k]!r} asked"
+                    for k in sorted(asked)
+                    if there[k] != asked[k]
+                )
                 raise UserInputError(
                     f"{folder}: holds other ShapesOVD data than asked ({diff}); choose another "
                     "--data-dir (or --shared-dir) for these settings"
                 )
             return True
 
-        self.stage("data", done, lambda: self.run_tool(
-            "data", "datasets/prepare_shapes_ovd.py", "--out", folder, "--seed", self.args.seed,
-            "--num-train", self.args.num_train, "--num-val", self.args.num_val,
-            "--novel", ",".join(self.novel),
-        ))  # fmt: skip
+        self.stage(
+            "data",
+            done,
+            lambda: self.run_tool(
+                "data",
+                "datasets/prepare_shapes_ovd.py",
+                "--out",
+                folder,
+                "--seed",
+                self.args.seed,
+                "--num-train",
+                self.args.num_train,
+                "--num-val",
+                self.args.num_val,
+                "--novel",
+                ",".join(self.novel),
+            ),
+        )
 
     def renorm(self):
         if not self.variant["renorm"]:
             return
         folder = os.path.join(self.shared, "renorm")
         renormalized = os.path.join(folder, "clip_renormalized.pt")
-        inputs = dict(self.asked_data_inputs(), clip=_sha256(SMALL_CLIP),
-                      epochs=self.args.renorm_epochs)  # fmt: skip
-        self.stage("renorm", lambda: os.path.exists(renormalized), lambda: self.run_tool(
-            "renorm", "tools/finetune_clip.py", "--clip", SMALL_CLIP, "--train-dataset",
-            "shapes_ovd_train", "--val-dataset", "shapes_ovd_val", "--output-dir", folder,
-            "--epochs", self.args.renorm_epochs, "--device", self.args.device, "--no-progress",
-        ), folder, inputs)  # fmt: skip
+        inputs = dict(
+            self.asked_data_inputs(), clip=_sha256(SMALL_CLIP), epochs=self.args.renorm_epochs
+        )
+        self.stage(
+            "renorm",
+            lambda: os.path.exists(renormalized),
+            lambda: self.run_tool(
+                "renorm",
+                "tools/finetune_clip.py",
+                "--clip",
+                SMALL_CLIP,
+                "--train-dataset",
+                "shapes_ovd_train",
+                "--val-dataset",
+                "shapes_ovd_val",
+                "--output-dir",
+                folder,
+                "--epochs",
+                self.args.renorm_epochs,
+                "--device",
+                self.args.device,
+                "--no-progress",
+            ),
+            folder,
+            inputs,
+        )
         self.clip_file, self.clip_tag = renormalized, "renorm"
 
     def text(self):
@@ -219,17 +306,27 @@ class Pipeline:
 
         def run():
             for split, dataset in (("train", "shapes_ovd_train"), ("test", "shapes_ovd_val")):
-                self.run_tool("text", "tools/dump_text_embeddings.py", "--clip", self.clip_file,
-                              "--dataset", dataset, "--out", self.text_files[split],
-                              "--device", self.args.device)  # fmt: skip
+                self.run_tool(
+                    "text",
+                    "tools/dump_text_embeddings.py",
+                    "--clip",
+                    self.clip_file,
+                    "--dataset",
+                    dataset,
+                    "--out",
+                    self.text_files[split],
+                    "--device",
+                    self.args.device,
+                )
 
         def done():
             """Made by this CLIP for this split: otherwise made again (cheap)."""
             if not all(map(os.path.exists, self.text_files.values())):
                 return False
             info = text_embedding_info(self.text_files["train"])
-            return (info["clip_hash"] == _sha256(self.clip_file)
-                    and sorted(info["names"]) == sorted(self._base_classes()))  # fmt: skip
+            return info["clip_hash"] == _sha256(self.clip_file) and sorted(info["names"]) == sorted(
+                self._base_classes()
+            )
 
         self.stage("text", done, run)
 
@@ -247,9 +344,20 @@ class Pipeline:
         if self.args.rpn_max_iter:
             opts += scaled_schedule(RPN_CONFIG, self.args.rpn_max_iter)
         inputs = dict(self.asked_data_inputs(), opts=[str(o) for o in opts])
-        self.stage("rpn", lambda: os.path.exists(self.rpn_weights), lambda: self.run_tool(
-            "rpn", "tools/train_net.py", "--config-file", RPN_CONFIG, "--resume", *opts,
-        ), folder, inputs)  # fmt: skip
+        self.stage(
+            "rpn",
+            lambda: os.path.exists(self.rpn_weights),
+            lambda: self.run_tool(
+                "rpn",
+                "tools/train_net.py",
+                "--config-file",
+                RPN_CONFIG,
+                "--resume",
+                *opts,
+            ),
+            folder,
+            inputs,
+        )
 
     def features(self):
         mode = self.proposal_mode
@@ -261,44 +369,100 @@ class Pipeline:
         regions = load_ezsd_config(CONFIG).MODEL.EZSD.DISTILL.NUM_PROPOSALS
         extra = ["--regions-per-image", regions]
         if mode == "rpn":
-            extra += ["--rpn-config", RPN_CONFIG, "--rpn-weights", self.rpn_weights,
-                      "--rpn-candidates", RPN_CANDIDATES]  # fmt: skip
-        inputs = dict(self.asked_data_inputs(), clip=_sha256(self.clip_file), mode=mode, regions=regions,
-                      rpn=_sha256(self.rpn_weights) if mode == "rpn" else None)  # fmt: skip
+            extra += [
+                "--rpn-config",
+                RPN_CONFIG,
+                "--rpn-weights",
+                self.rpn_weights,
+                "--rpn-candidates",
+                RPN_CANDIDATES,
+            ]
+        inputs = dict(
+            self.asked_data_inputs(),
+            clip=_sha256(self.clip_file),
+            mode=mode,
+            regions=regions,
+            rpn=_sha256(self.rpn_weights) if mode == "rpn" else None,
+        )
         self.stage(
-            "features", lambda: os.path.exists(os.path.join(self.feature_dir, "manifest.json")),
+            "features",
+            lambda: os.path.exists(os.path.join(self.feature_dir, "manifest.json")),
             lambda: self.run_tool(
-                "features", "tools/precompute_clip_features.py", "--dataset", "shapes_ovd_train",
-                "--output", self.feature_dir, "--clip", self.clip_file, "--anchor-preset", "shapes",
-                "--proposal-mode", mode, "--device", self.args.device, "--no-progress", *extra,
-            ), self.feature_dir, inputs,
-        )  # fmt: skip
+                "features",
+                "tools/precompute_clip_features.py",
+                "--dataset",
+                "shapes_ovd_train",
+                "--output",
+                self.feature_dir,
+                "--clip",
+                self.clip_file,
+                "--anchor-preset",
+                "shapes",
+                "--proposal-mode",
+                mode,
+                "--device",
+                self.args.device,
+                "--no-progress",
+                *extra,
+            ),
+            self.feature_dir,
+            inputs,
+        )
 
     def train(self):
         train_dir = os.path.join(self.out, "train")
-        self.metrics_file = os.path.join(train_dir, "inference", "shapes_ovd_val", "ovd_metrics.json")
+        self.metrics_file = os.path.join(
+            train_dir, "inference", "shapes_ovd_val", "ovd_metrics.json"
+        )
         distill = self.variant["proposals"] is not None
         opts = [
-            "OUTPUT_DIR", train_dir, "MODEL.DEVICE", self.args.device, "SEED", self.args.seed,
-            "MODEL.EZSD.CLIP.MODEL", self.clip_file,
-            "MODEL.EZSD.TEXT_EMBEDDINGS", self.text_files["train"],
-            "MODEL.EZSD.TEST_TEXT_EMBEDDINGS", self.text_files["test"],
-            "MODEL.ROI_HEADS.NUM_CLASSES", len(self._base_classes()),
-            "MODEL.EZSD.DISTILL.ENABLED", distill,
-            "MODEL.EZSD.DISTILL.FEATURES", self.feature_dir if distill else "",
-            "MODEL.EZSD.SEMANTIC_REGRESSION", self.variant["semantic_regression"],
-        ]  # fmt: skip
+            "OUTPUT_DIR",
+            train_dir,
+            "MODEL.DEVICE",
+            self.args.device,
+            "SEED",
+            self.args.seed,
+            "MODEL.EZSD.CLIP.MODEL",
+            self.clip_file,
+            "MODEL.EZSD.TEXT_EMBEDDINGS",
+            self.text_files["train"],
+            "MODEL.EZSD.TEST_TEXT_EMBEDDINGS",
+            self.text_files["test"],
+            "MODEL.ROI_HEADS.NUM_CLASSES",
+            len(self._base_classes()),
+            "MODEL.EZSD.DISTILL.ENABLED",
+            distill,
+            "MODEL.EZSD.DISTILL.FEATURES",
+            self.feature_dir if distill else "",
+            "MODEL.EZSD.SEMANTIC_REGRESSION",
+            self.variant["semantic_regression"],
+        ]
         if self.args.max_iter:
             opts += scaled_schedule(CONFIG, self.args.max_iter)
         if self.args.eval_period:
             opts += ["TEST.EVAL_PERIOD", self.args.eval_period]
         self.train_opts = [str(o) for o in [*opts, *self.args.opts]]
-        inputs = dict(self.asked_data_inputs(), variant=self.args.variant, opts=self.train_opts,
-                      text=[_sha256(f) for f in self.text_files.values()],
-                      features=self._features_digest() if distill else None)  # fmt: skip
-        self.stage("train", lambda: os.path.exists(self.metrics_file), lambda: self.run_tool(
-            "train", "tools/train_net.py", "--config-file", CONFIG, "--resume", *self.train_opts,
-        ), train_dir, inputs)  # fmt: skip
+        inputs = dict(
+            self.asked_data_inputs(),
+            variant=self.args.variant,
+            opts=self.train_opts,
+            text=[_sha256(f) for f in self.text_files.values()],
+            features=self._features_digest() if distill else None,
+        )
+        self.stage(
+            "train",
+            lambda: os.path.exists(self.metrics_file),
+            lambda: self.run_tool(
+                "train",
+                "tools/train_net.py",
+                "--config-file",
+                CONFIG,
+                "--resume",
+                *self.train_opts,
+            ),
+            train_dir,
+            inputs,
+        )
 
     def _features_digest(self):
         """The feature store's manifest digest: a store made again is another input."""
@@ -317,26 +481,44 @@ class Pipeline:
         # A periodic evaluation is logged at iteration k-1 after k iterations, the final one (run
         # after the loop) at MAX_ITER: clamp to the iterations trained.
         trained = max((r["iteration"] + 1 for r in rows if "total_loss" in r), default=0)
-        return [[min(r["iteration"] + 1, trained), round(r["bbox/AP50_base"], 2),
-                 round(r["bbox/AP50_novel"], 2)] for r in rows if "bbox/AP50_novel" in r]  # fmt: skip
+        return [
+            [
+                min(r["iteration"] + 1, trained),
+                round(r["bbox/AP50_base"], 2),
+                round(r["bbox/AP50_novel"], 2),
+            ]
+            for r in rows
+            if "bbox/AP50_novel" in r
+        ]
 
     def results(self, started):
         with open(self.metrics_file) as f:
             bbox = json.load(f)["bbox"]
-        results = {key: round(bbox[key], 2) for key in
-                   ("AP50_base", "AP50_novel", "AP50_all", "AP_base", "AP_novel", "AP_all")}  # fmt: skip
+        results = {
+            key: round(bbox[key], 2)
+            for key in ("AP50_base", "AP50_novel", "AP50_all", "AP_base", "AP_novel", "AP_all")
+        }
         solver = load_ezsd_config(os.path.join(self.out, "train", "config.yaml")).SOLVER
         data = self.data_inputs()
         results.update(
-            variant=self.args.variant, seed=data["seed"], novel_classes=data["novel"],
-            num_train=data["num_train"], num_val=data["num_val"], split="shapes_ovd_val",
-            max_iter=solver.MAX_ITER, ims_per_batch=solver.IMS_PER_BATCH,
-            proposal_mode=self.proposal_mode, renorm_epochs=self.args.renorm_epochs
-            if self.variant["renorm"] else None, clip=_sha256(self.clip_file),
-            train_opts=self.train_opts, device=self.args.device, git_commit=_git_commit(),
-            stage_seconds=self.stage_seconds, wall_seconds=round(time.time() - started, 1),
+            variant=self.args.variant,
+            seed=data["seed"],
+            novel_classes=data["novel"],
+            num_train=data["num_train"],
+            num_val=data["num_val"],
+            split="shapes_ovd_val",
+            max_iter=solver.MAX_ITER,
+            ims_per_batch=solver.IMS_PER_BATCH,
+            proposal_mode=self.proposal_mode,
+            renorm_epochs=self.args.renorm_epochs if self.variant["renorm"] else None,
+            clip=_sha256(self.clip_file),
+            train_opts=self.train_opts,
+            device=self.args.device,
+            git_commit=_git_commit(),
+            stage_seconds=self.stage_seconds,
+            wall_seconds=round(time.time() - started, 1),
             curve=self._curve(),
-        )  # fmt: skip
+        )
         atomic_write_json(os.path.join(self.out, "results.json"), results, indent=1)
         return results
 
@@ -349,10 +531,16 @@ def _sha256(path):
 def _git_commit():
     """HEAD of this checkout, "+dirty" when tracked files differ from it; None outside git."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+dirty" if dirty else "")
@@ -363,8 +551,14 @@ def run_pipeline(args):
     same inputs; write OUTPUT_DIR/results.json and return its contents."""
     started = time.time()
     pipeline = Pipeline(args)
-    steps = (pipeline.data, pipeline.renorm, pipeline.text, pipeline.rpn, pipeline.features,
-             pipeline.train)  # fmt: skip
+    steps = (
+        pipeline.data,
+        pipeline.renorm,
+        pipeline.text,
+        pipeline.rpn,
+        pipeline.features,
+        pipeline.train,
+    )
     for step in steps:
         step()
     return pipeline.results(started)

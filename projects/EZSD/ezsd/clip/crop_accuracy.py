@@ -16,9 +16,16 @@ __all__ = ["crop_classification_accuracy"]
 
 @torch.no_grad()
 def crop_classification_accuracy(
-    model, dataset_dicts, class_names, base_names, novel_names, prompts=DEFAULT_PROMPTS,
-    scale=1.2, min_size=10.0, batch_size=64,
-):  # fmt: skip
+    model,
+    dataset_dicts,
+    class_names,
+    base_names,
+    novel_names,
+    prompts=DEFAULT_PROMPTS,
+    scale=1.2,
+    min_size=10.0,
+    batch_size=64,
+):
     """Classify every non-crowd GT box crop by argmax cosine over ALL `class_names`.
 
     Args:
@@ -61,9 +68,13 @@ def crop_classification_accuracy(
     all_acc, num_all = accuracy(class_names)
     per_class = {n: float(c) / t if t else None for n, c, t in zip(class_names, correct, total)}
     return {
-        "base-among-all": base_acc, "novel-among-all": novel_acc, "all": all_acc,
-        "num_base": num_base, "num_novel": num_novel, "num_all": num_all,
+        "base-among-all": base_acc,
+        "novel-among-all": novel_acc,
+        "all": all_acc,
+        "num_base": num_base,
+        "num_novel": num_novel,
+        "num_all": num_all,
         "per_class": per_class,
         "class_names": class_names,
         "confusion": confusion.tolist(),
-    }  # fmt: skip
+    }

@@ -6,6 +6,7 @@ With ground-truth boxes this is the AP that perfect localization plus region emb
 CLIP's could reach; with a trained detector's own boxes, the AP that detector would reach if
 distillation were perfect. Both bound what distillation from this CLIP can give.
 """
+
 import json
 import os
 
@@ -33,11 +34,15 @@ def region_boxes(source, dataset_dicts, top_k):
     if source == "gt":
         return {
             r["image_id"]: np.array(
-                [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
-                 for a in r["annotations"] if not a.get("iscrowd", 0)], np.float32,
+                [
+                    BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+                    for a in r["annotations"]
+                    if not a.get("iscrowd", 0)
+                ],
+                np.float32,
             ).reshape(-1, 4)[:top_k]
             for r in dataset_dicts
-        }  # fmt: skip
+        }
     if os.path.isdir(source):
         boxes = {}
         for r in dataset_dicts:
@@ -64,9 +69,11 @@ def region_recall(dataset_dicts, boxes, class_names, groups, iou=0.5):
             continue
         found = torch.as_tensor(boxes[record["image_id"]], dtype=torch.float32).reshape(-1, 4)
         for group, names in groups.items():
-            gt = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
-                  for a in record["annotations"]
-                  if not a.get("iscrowd", 0) and class_names[a["category_id"]] in names]  # fmt: skip
+            gt = [
+                BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+                for a in record["annotations"]
+                if not a.get("iscrowd", 0) and class_names[a["category_id"]] in names
+            ]
             totals[group] += len(gt)
             if gt and len(found):
                 hits[group] += int((box_iou(torch.tensor(gt), found).amax(dim=1) >= iou).sum())
@@ -77,8 +84,10 @@ def _result_boxes(path, image_ids, top_k):
     try:
         with open(path) as f:
             results = json.load(f)
-        rows = sorted(((r["image_id"], tuple(r["bbox"]), float(r["score"])) for r in results),
-                      key=lambda row: -row[2])  # fmt: skip
+        rows = sorted(
+            ((r["image_id"], tuple(r["bbox"]), float(r["score"])) for r in results),
+            key=lambda row: -row[2],
+        )
     except (ValueError, TypeError, KeyError) as e:
         raise UserInputError(f"{path}: not a COCO results json ({type(e).__name__}: {e})") from None
     boxes = {}
@@ -93,8 +102,17 @@ def _result_boxes(path, image_ids, top_k):
 
 
 @torch.no_grad()
-def clip_region_instances(model, image, boxes, text, temperature=100.0, score_threshold=0.0,
-                          nms_threshold=0.5, detections_per_image=100, batch_size=64):  # fmt: skip
+def clip_region_instances(
+    model,
+    image,
+    boxes,
+    text,
+    temperature=100.0,
+    score_threshold=0.0,
+    nms_threshold=0.5,
+    detections_per_image=100,
+    batch_size=64,
+):
     """Detections of CLIP on `boxes` (N, 4 XYXY) of `image` (HWC RGB array), scored against the
     L2-normalized `text` (C, D): every (box, class) pair with softmax score >= score_threshold,
     per-class NMS, the best `detections_per_image` kept, as detectron2's box predictor does."""

@@ -9,9 +9,13 @@ import torch.nn.functional as F
 from ezsd.utils.errors import UserInputError
 
 __all__ = [
-    "DEFAULT_PROMPTS", "ENSEMBLE_PROMPTS", "add_prompt_arguments", "prompts_from_args",
-    "clean_class_name", "text_embeddings",
-]  # fmt: skip
+    "DEFAULT_PROMPTS",
+    "ENSEMBLE_PROMPTS",
+    "add_prompt_arguments",
+    "prompts_from_args",
+    "clean_class_name",
+    "text_embeddings",
+]
 
 # The paper's prompt (and the official code's).
 DEFAULT_PROMPTS = ("a photo of a {}",)
@@ -31,8 +35,11 @@ ENSEMBLE_PROMPTS = (
 def add_prompt_arguments(parser):
     """The tools' shared `--prompt TEMPLATE` (repeatable) / `--ensemble` options."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--prompt", action="append",
-                       help=f"template with '{{}}' (repeatable); default '{DEFAULT_PROMPTS[0]}'")
+    group.add_argument(
+        "--prompt",
+        action="append",
+        help=f"template with '{{}}' (repeatable); default '{DEFAULT_PROMPTS[0]}'",
+    )
     group.add_argument("--ensemble", action="store_true", help="the built-in prompt ensemble")
 
 

@@ -5,6 +5,7 @@ Examples:
   tools/dump_text_embeddings.py --clip my_clip.pt --names cat,dog,bow_(weapon) --out my.npy \
       --ensemble
 """
+
 import argparse
 import logging
 import os
@@ -13,9 +14,14 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
 from ezsd.clip import (
-    add_prompt_arguments, clip_checkpoint_hash, load_clip, names_path, prompts_from_args,
-    save_text_embeddings, text_embeddings,
-)  # fmt: skip
+    add_prompt_arguments,
+    clip_checkpoint_hash,
+    load_clip,
+    names_path,
+    prompts_from_args,
+    save_text_embeddings,
+    text_embeddings,
+)
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import check_writable_dir
 
@@ -59,8 +65,11 @@ def main(argv=None):
     model = load_clip(args.clip, device=args.device)
     emb = text_embeddings(model, class_names, prompts)
     save_text_embeddings(
-        args.out, emb.cpu().numpy(), class_names,
-        clip=args.clip, clip_hash=clip_checkpoint_hash(args.clip), prompts=list(prompts),
-    )  # fmt: skip
+        args.out,
+        emb.cpu().numpy(),
+        class_names,
+        clip=args.clip,
+        clip_hash=clip_checkpoint_hash(args.clip),
+        prompts=list(prompts),
+    )
     logger.info(f"wrote {tuple(emb.shape)} text embeddings to {args.out}")
-

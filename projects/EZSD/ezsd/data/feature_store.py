@@ -15,6 +15,7 @@ Layout:
                                   float16, clip_class (R,) int16, objectness (R,) float16,
                                   is_gt (R,) bool. Proposal rows are sorted by objectness.
 """
+
 import hashlib
 import json
 import os
@@ -28,8 +29,12 @@ from ezsd.utils.file_io import atomic_write, atomic_write_json
 from ezsd.utils.names import names_difference
 
 __all__ = [
-    "FeatureStore", "write_image_regions", "write_manifest", "dataset_fingerprint", "REGION_FIELDS",
-]  # fmt: skip
+    "FeatureStore",
+    "write_image_regions",
+    "write_manifest",
+    "dataset_fingerprint",
+    "REGION_FIELDS",
+]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -94,12 +99,17 @@ def dataset_fingerprint(dataset_name, records):
             name = classes[cid] if 0 <= cid < len(classes) else str(cid)
             per_image.append([name] + [round(float(v), 2) for v in box])
         boxes.append(sorted(per_image))
-    return dict(name=dataset_name, num_images=len(ordered), images_digest=_digest(images),
-                boxes_digest=_digest(boxes))  # fmt: skip
+    return dict(
+        name=dataset_name,
+        num_images=len(ordered),
+        images_digest=_digest(images),
+        boxes_digest=_digest(boxes),
+    )
 
 
-def write_manifest(root, clip_hash, class_names, base_classes, settings, image_counts, extra=None,
-                   dataset=None):  # fmt: skip
+def write_manifest(
+    root, clip_hash, class_names, base_classes, settings, image_counts, extra=None, dataset=None
+):
     """Write the manifest last: its presence marks a finished store.
 
     `dataset`: `dataset_fingerprint` of the data the targets were made from (a trainer refuses a
@@ -108,10 +118,14 @@ def write_manifest(root, clip_hash, class_names, base_classes, settings, image_c
     """
     manifest = dict(extra or {})
     manifest.update(
-        format_version=FORMAT_VERSION, clip_hash=clip_hash, class_names=list(class_names),
-        base_classes=list(base_classes), settings=settings, dataset=dataset,
+        format_version=FORMAT_VERSION,
+        clip_hash=clip_hash,
+        class_names=list(class_names),
+        base_classes=list(base_classes),
+        settings=settings,
+        dataset=dataset,
         images={str(k): int(v) for k, v in image_counts.items()},
-    )  # fmt: skip
+    )
     atomic_write_json(os.path.join(root, MANIFEST), manifest, indent=1)
 
 
@@ -163,9 +177,12 @@ class FeatureStore:
                 "tools/precompute_clip_features.py"
             )
         ours = dataset_fingerprint(dataset_name, records)
-        for key, what in (("name", "dataset"), ("num_images", "number of images"),
-                          ("images_digest", "(image id, file name) list digest"),
-                          ("boxes_digest", "boxes digest")):  # fmt: skip
+        for key, what in (
+            ("name", "dataset"),
+            ("num_images", "number of images"),
+            ("images_digest", "(image id, file name) list digest"),
+            ("boxes_digest", "boxes digest"),
+        ):
             if made.get(key) != ours[key]:
                 raise UserInputError(
                     f"{path}: made for dataset '{made.get('name')}' ({made.get('num_images')} "

@@ -14,7 +14,6 @@ import os
 
 import numpy as np
 import torch
-
 from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.structures import Boxes, Instances
@@ -111,8 +110,10 @@ class EZSDDatasetMapper(DatasetMapper):
             check_training_datasets(cfg.DATASETS.TRAIN)
         if is_train and distill.ENABLED:
             if not distill.FEATURES:
-                raise UserInputError("MODEL.EZSD.DISTILL.FEATURES is empty: set it to the folder of "
-                                     "pre-computed region features, or set MODEL.EZSD.DISTILL.ENABLED False")  # fmt: skip
+                raise UserInputError(
+                    "MODEL.EZSD.DISTILL.FEATURES is empty: set it to the folder of "
+                    "pre-computed region features, or set MODEL.EZSD.DISTILL.ENABLED False"
+                )
             store = FeatureStore(resolve_data_path(distill.FEATURES))
             check_store(store, cfg)
         ret.update(train_datasets=list(cfg.DATASETS.TRAIN) if is_train else [])
@@ -150,8 +151,10 @@ class EZSDDatasetMapper(DatasetMapper):
                 )
             self._num_missing += 1
             if self._num_missing in (1, 10, 100) or self._num_missing % 1000 == 0:
-                logger.warning(f"{self._num_missing} images without stored regions so far in this "
-                               f"loader worker, trained without distillation (last: {image_id})")  # fmt: skip
+                logger.warning(
+                    f"{self._num_missing} images without stored regions so far in this "
+                    f"loader worker, trained without distillation (last: {image_id})"
+                )
             return None
         regions = self.feature_store.load(image_id)
         boxes, targets, weights, is_gt = transform_regions(

@@ -19,9 +19,12 @@ from ezsd.utils.file_io import atomic_write, atomic_write_json
 from ezsd.utils.names import check_names_match
 
 __all__ = [
-    "names_path", "save_text_embeddings", "load_text_embeddings", "text_embedding_info",
+    "names_path",
+    "save_text_embeddings",
+    "load_text_embeddings",
+    "text_embedding_info",
     "check_same_clip",
-]  # fmt: skip
+]
 
 
 def names_path(path):
@@ -67,8 +70,12 @@ def load_text_embeddings(path, expected_names=None):
             f"{path} holds {embeddings.shape[0]} embeddings but {sidecar} lists {len(names)} names"
         )
     if expected_names is not None:
-        check_names_match(names, expected_names, f"{path} (names in {sidecar})",
-                          "re-create it for these classes with tools/dump_text_embeddings.py")  # fmt: skip
+        check_names_match(
+            names,
+            expected_names,
+            f"{path} (names in {sidecar})",
+            "re-create it for these classes with tools/dump_text_embeddings.py",
+        )
     return embeddings.astype(np.float32, copy=False), names
 
 

@@ -5,6 +5,7 @@
 mapper also checks every training record it maps (`novel_category_ids` + `check_record`), so a
 record that slipped past (e.g. a dataset registered without metadata) still never trains.
 """
+
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ezsd.utils.errors import UserInputError
@@ -39,8 +40,11 @@ def check_record(record, novel_ids):
     for anno in record.get("annotations", ()):
         hit = novel_ids.get(anno.get("category_id"))
         if hit is not None:
-            raise _refusal(hit[0], f"holds a box of the novel category '{hit[1]}' (image id "
-                                   f"{record.get('image_id')}, {record.get('file_name')})")  # fmt: skip
+            raise _refusal(
+                hit[0],
+                f"holds a box of the novel category '{hit[1]}' (image id "
+                f"{record.get('image_id')}, {record.get('file_name')})",
+            )
 
 
 def check_training_datasets(dataset_names):
@@ -55,8 +59,11 @@ def check_training_datasets(dataset_names):
     for name in dataset_names:
         meta = MetadataCatalog.get(name)
         if meta.get("novel_annotated"):
-            raise _refusal(name, "is an evaluation split (its metadata says novel_annotated=True: "
-                                 f"boxes of the novel classes {list(meta.novel_classes)[:5]}...)")  # fmt: skip
+            raise _refusal(
+                name,
+                "is an evaluation split (its metadata says novel_annotated=True: "
+                f"boxes of the novel classes {list(meta.novel_classes)[:5]}...)",
+            )
         novel = set(meta.get("novel_classes") or ())
         classes = meta.get("thing_classes")
         if meta.get("novel_annotated") is False:

@@ -20,8 +20,11 @@ __all__ = ["gt_boxes_at_test_size", "detect_on_boxes", "evaluate_on_gt_boxes"]
 
 def gt_boxes_at_test_size(record, transform):
     """The record's non-crowd annotated boxes, XYXY, mapped by `transform`: float tensor (N, 4)."""
-    boxes = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
-             for a in record.get("annotations", []) if not a.get("iscrowd", 0)]  # fmt: skip
+    boxes = [
+        BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+        for a in record.get("annotations", [])
+        if not a.get("iscrowd", 0)
+    ]
     boxes = transform.apply_box(np.array(boxes, dtype=np.float64).reshape(-1, 4))
     return torch.as_tensor(boxes, dtype=torch.float32)
 
@@ -43,19 +46,31 @@ def detect_on_boxes(model, image, boxes, regress=False):
     heads, boxes = model.roi_heads, boxes.to(model.device)
     predictor = heads.box_predictor
     if not len(boxes):
-        return Instances(size, pred_boxes=Boxes(boxes), scores=boxes.new_zeros(0),
-                         pred_classes=torch.zeros(0, dtype=torch.int64, device=boxes.device))  # fmt: skip
+        return Instances(
+            size,
+            pred_boxes=Boxes(boxes),
+            scores=boxes.new_zeros(0),
+            pred_classes=torch.zeros(0, dtype=torch.int64, device=boxes.device),
+        )
     features = model.backbone(images.tensor)
     # objectness logit 0 for every box: no proposal is preferred (sigmoid 0.5 if an extension uses it)
-    proposals = [Instances(size, proposal_boxes=Boxes(boxes), objectness_logits=boxes.new_zeros(len(boxes)))]
-    pooled = heads.box_pooler([features[f] for f in heads.box_in_features], [proposals[0].proposal_boxes])
+    proposals = [
+        Instances(size, proposal_boxes=Boxes(boxes), objectness_logits=boxes.new_zeros(len(boxes)))
+    ]
+    pooled = heads.box_pooler(
+        [features[f] for f in heads.box_in_features], [proposals[0].proposal_boxes]
+    )
     predictions = predictor(heads.box_head(pooled, num_reg=len(boxes)))
     scores = predictor.predict_probs(predictions, proposals)
     out_boxes = predictor.predict_boxes(predictions, proposals) if regress else (boxes,)
     instances, _ = fast_rcnn_inference(
-        out_boxes, scores, [size], predictor.test_score_thresh, predictor.test_nms_thresh,
+        out_boxes,
+        scores,
+        [size],
+        predictor.test_score_thresh,
+        predictor.test_nms_thresh,
         predictor.test_topk_per_image,
-    )  # fmt: skip
+    )
     return instances[0]
 
 
@@ -71,7 +86,9 @@ def evaluate_on_gt_boxes(cfg, model, dataset_name, regress=False, max_images=Non
         image = read_image(record["file_name"], format=cfg.INPUT.FORMAT)
         transform = resize.get_transform(image)
         tensor = torch.as_tensor(transform.apply_image(image).astype("float32").transpose(2, 0, 1))
-        instances = detect_on_boxes(model, tensor, gt_boxes_at_test_size(record, transform), regress)
+        instances = detect_on_boxes(
+            model, tensor, gt_boxes_at_test_size(record, transform), regress
+        )
         height, width = image.shape[:2]
         evaluator.process([record], [{"instances": detector_postprocess(instances, height, width)}])
     return evaluator.evaluate()["bbox"]
@@ -87,16 +104,30 @@ def argument_parser():
         epilog="Example: tools/eval_on_gt_boxes.py --config-file output/demo/train/config.yaml "
         "MODEL.WEIGHTS output/demo/train/model_final.pth MODEL.DEVICE cpu",
     )
-    p.add_argument("--config-file", required=True, metavar="FILE",
-                   help="the model's config (e.g. its training run's config.yaml)")  # fmt: skip
-    p.add_argument("--dataset", help="a registered evaluation split with base and novel boxes "
-                   "(default: the config's first DATASETS.TEST)")  # fmt: skip
-    p.add_argument("--regress", action="store_true",
-                   help="move the boxes by the model's box regression (default: keep the GT boxes)")
+    p.add_argument(
+        "--config-file",
+        required=True,
+        metavar="FILE",
+        help="the model's config (e.g. its training run's config.yaml)",
+    )
+    p.add_argument(
+        "--dataset",
+        help="a registered evaluation split with base and novel boxes "
+        "(default: the config's first DATASETS.TEST)",
+    )
+    p.add_argument(
+        "--regress",
+        action="store_true",
+        help="move the boxes by the model's box regression (default: keep the GT boxes)",
+    )
     p.add_argument("--max-images", type=int, help="the first N images only")
     p.add_argument("--output", help="folder for the evaluator's files (ovd_metrics.json, ...)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                   help="config overrides, e.g. MODEL.WEIGHTS model_final.pth MODEL.DEVICE cpu")  # fmt: skip
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        metavar="KEY VALUE",
+        help="config overrides, e.g. MODEL.WEIGHTS model_final.pth MODEL.DEVICE cpu",
+    )
     return p
 
 
@@ -129,7 +160,9 @@ def main(argv=None):
     with torch.no_grad():
         bbox = evaluate_on_gt_boxes(cfg, model, dataset, args.regress, args.max_images, args.output)
     # the summary metrics (per-class APs are in --output); NaN (no box of a group) as null
-    metrics = {k: None if np.isnan(v) else round(float(v), 2) for k, v in bbox.items() if "-" not in k}
+    metrics = {
+        k: None if np.isnan(v) else round(float(v), 2) for k, v in bbox.items() if "-" not in k
+    }
     result = dict(dataset=dataset, boxes="regressed" if args.regress else "gt", **metrics)
     print(json.dumps(result))
     return result

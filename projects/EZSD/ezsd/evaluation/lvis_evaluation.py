@@ -1,4 +1,5 @@
 """LVIS evaluation (AP, APr, APc, APf) that runs with NumPy 2, plus base/novel AP like COCO's."""
+
 import contextlib
 import itertools
 import json
@@ -56,8 +57,11 @@ class OVDLVISEvaluator(LVISEvaluator):
         if self._do_evaluation:
             # LVIS category id of each name (the metadata's names are in contiguous-id order)
             contiguous_to_lvis = {v: k for k, v in self._id_mapping().items()}
-            self._lvis_ids = {n: contiguous_to_lvis[i] for i, n in enumerate(self._metadata.thing_classes)
-                              if i in contiguous_to_lvis}  # fmt: skip
+            self._lvis_ids = {
+                n: contiguous_to_lvis[i]
+                for i, n in enumerate(self._metadata.thing_classes)
+                if i in contiguous_to_lvis
+            }
             known = [n for n, c in self._lvis_ids.items() if c in self._lvis_api.cats]
             self._groups = ovd_class_groups(self._metadata, known, self._metadata.json_file)
 
@@ -72,8 +76,11 @@ class OVDLVISEvaluator(LVISEvaluator):
         with _numpy_float_alias():
             results = super().evaluate()
         if self._output_dir and results:  # empty off the main process
-            ovd = {task: {k: v for k, v in metrics.items() if k in OVD_METRICS or k in LVIS_METRICS}
-                   for task, metrics in results.items() if task != "box_proposals"}  # fmt: skip
+            ovd = {
+                task: {k: v for k, v in metrics.items() if k in OVD_METRICS or k in LVIS_METRICS}
+                for task, metrics in results.items()
+                if task != "box_proposals"
+            }
             atomic_write_json(os.path.join(self._output_dir, OVD_METRICS_FILE), ovd, indent=1)
         return results
 
@@ -102,7 +109,9 @@ class OVDLVISEvaluator(LVISEvaluator):
             if task == "segm":  # mask AP uses the mask area for small/medium/large (as detectron2)
                 lvis_results = [{k: v for k, v in r.items() if k != "bbox"} for r in lvis_results]
             max_dets = self._max_dets_per_image or 300  # LVIS's standard limit
-            lvis_eval = LVISEval(self._lvis_api, LVISResults(self._lvis_api, lvis_results, max_dets=max_dets), task)
+            lvis_eval = LVISEval(
+                self._lvis_api, LVISResults(self._lvis_api, lvis_results, max_dets=max_dets), task
+            )
             lvis_eval.run()
             lvis_eval.print_results()
             standard = lvis_eval.get_results()

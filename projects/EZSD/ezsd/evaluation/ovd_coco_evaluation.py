@@ -1,4 +1,5 @@
 """COCO-style evaluation that also reports AP on the base and on the novel classes."""
+
 import os
 
 import numpy as np
@@ -73,7 +74,9 @@ class OVDCOCOEvaluator(COCOEvaluator):
                 # The dataset was not loaded in this process (e.g. evaluating saved predictions):
                 # derive detectron2's id mapping (category ids in sorted order) from the json.
                 cat_ids = sorted(self._coco_api.getCatIds())
-                self._metadata.thing_dataset_id_to_contiguous_id = {c: i for i, c in enumerate(cat_ids)}
+                self._metadata.thing_dataset_id_to_contiguous_id = {
+                    c: i for i, c in enumerate(cat_ids)
+                }
             # refuse base/novel names missing from the ground truth now, not after inference
             cat_names = [c["name"] for c in self._coco_api.loadCats(self._coco_api.getCatIds())]
             ovd_class_groups(self._metadata, cat_names, self._metadata.json_file)
@@ -82,8 +85,9 @@ class OVDCOCOEvaluator(COCOEvaluator):
         results = super().evaluate(img_ids)
         ovd = {
             task: {k: v for k, v in metrics.items() if k in OVD_METRICS}
-            for task, metrics in results.items() if task != "box_proposals"
-        }  # fmt: skip
+            for task, metrics in results.items()
+            if task != "box_proposals"
+        }
         if self._output_dir and ovd:  # results are empty off the main process
             atomic_write_json(os.path.join(self._output_dir, OVD_METRICS_FILE), ovd, indent=1)
         return results
@@ -98,7 +102,9 @@ class OVDCOCOEvaluator(COCOEvaluator):
         for group, names in groups.items():
             for metric, iou in (("AP50", 0.5), ("AP", None)):
                 ovd[f"{metric}_{group}"] = (
-                    float("nan") if coco_eval is None else subset_average_precision(coco_eval, names, iou)
+                    float("nan")
+                    if coco_eval is None
+                    else subset_average_precision(coco_eval, names, iou)
                 )
         self._logger.info(f"Open-vocabulary {iou_type} results:\n" + create_small_table(ovd))
         results.update(ovd)

@@ -13,7 +13,15 @@ from .vocabulary import load_vocabulary_file
 from .vocabulary_classifier import VocabularyClassifier
 
 __all__ = [
-    "build_resnet_fpn_backbone_any_depth", "EZSDBoxHead", "EZSDPredictor", "EZSDROIHeads", "EZSDRCNN",
-    "distillation_loss", "normalize_weights_per_image", "load_vocabulary_file",
-    "temperature_scaled_parameters", "TestTimeExtensions", "VocabularyClassifier",
-]  # fmt: skip
+    "build_resnet_fpn_backbone_any_depth",
+    "EZSDBoxHead",
+    "EZSDPredictor",
+    "EZSDROIHeads",
+    "EZSDRCNN",
+    "distillation_loss",
+    "normalize_weights_per_image",
+    "load_vocabulary_file",
+    "temperature_scaled_parameters",
+    "TestTimeExtensions",
+    "VocabularyClassifier",
+]

@@ -1,4 +1,5 @@
 """A ResNet-FPN whose extra level is pooled from the last FPN output, whichever stage that is."""
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, build_resnet_backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool

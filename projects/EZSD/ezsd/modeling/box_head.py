@@ -4,15 +4,14 @@ predictor concatenates with a text embedding (semantic-based regression)."""
 
 from typing import Optional
 
+import fvcore.nn.weight_init as weight_init
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.roi_heads import ROI_BOX_HEAD_REGISTRY
-import fvcore.nn.weight_init as weight_init
+from torch import nn
 
 __all__ = ["EZSDBoxHead"]
 
@@ -20,8 +19,15 @@ __all__ = ["EZSDBoxHead"]
 def _conv_stack(in_channels, num, dim, norm):
     layers = []
     for _ in range(num):
-        conv = Conv2d(in_channels, dim, kernel_size=3, padding=1, bias=not norm,
-                      norm=get_norm(norm, dim), activation=nn.ReLU())  # fmt: skip
+        conv = Conv2d(
+            in_channels,
+            dim,
+            kernel_size=3,
+            padding=1,
+            bias=not norm,
+            norm=get_norm(norm, dim),
+            activation=nn.ReLU(),
+        )
         weight_init.c2_msra_fill(conv)
         layers.append(conv)
         in_channels = dim

@@ -36,8 +36,10 @@ def split_softmax(scores: torch.Tensor, is_base: torch.Tensor) -> torch.Tensor:
 def weight_by_objectness(probs: torch.Tensor, proposals: List[Instances], exponent: float):
     """Class probabilities (not background's) times sigmoid(proposal objectness) ** exponent."""
     if not all(p.has("objectness_logits") for p in proposals):
-        raise UserInputError("MODEL.EZSD.TEST_OBJECTNESS_EXPONENT > 0 needs proposals "
-                             "with objectness_logits (an RPN or pre-computed proposals with scores)")  # fmt: skip
+        raise UserInputError(
+            "MODEL.EZSD.TEST_OBJECTNESS_EXPONENT > 0 needs proposals "
+            "with objectness_logits (an RPN or pre-computed proposals with scores)"
+        )
     objectness = torch.cat([p.objectness_logits for p in proposals]).sigmoid()
     weight = objectness.to(probs.dtype)[:, None] ** exponent
     return torch.cat([probs[:, :-1] * weight, probs[:, -1:]], dim=1)
@@ -54,19 +56,28 @@ class TestTimeExtensions:
 
     def __post_init__(self):
         if self.objectness_exponent < 0:
-            raise UserInputError("MODEL.EZSD.TEST_OBJECTNESS_EXPONENT must be >= 0, "
-                                 f"got {self.objectness_exponent}")  # fmt: skip
+            raise UserInputError(
+                f"MODEL.EZSD.TEST_OBJECTNESS_EXPONENT must be >= 0, got {self.objectness_exponent}"
+            )
         self.objectness_exponent = float(self.objectness_exponent)
 
     @classmethod
     def from_config(cls, cfg):
         ez = cfg.MODEL.EZSD
-        return cls(split_softmax=ez.TEST_SPLIT_SOFTMAX, objectness_exponent=ez.TEST_OBJECTNESS_EXPONENT)
+        return cls(
+            split_softmax=ez.TEST_SPLIT_SOFTMAX, objectness_exponent=ez.TEST_OBJECTNESS_EXPONENT
+        )
 
-    def class_probabilities(self, scores: torch.Tensor, proposals: List[Instances],
-                            class_names: Sequence[str], base_names: Sequence[str], training: bool):
+    def class_probabilities(
+        self,
+        scores: torch.Tensor,
+        proposals: List[Instances],
+        class_names: Sequence[str],
+        base_names: Sequence[str],
+        training: bool,
+    ):
         """(R, C + 1) probabilities from the (R, C + 1) logits, with the options that are on;
-        the split softmax applies in eval mode only (as before the options were grouped)."""  # fmt: skip
+        the split softmax applies in eval mode only (as before the options were grouped)."""
         if self.split_softmax and not training:
             base = set(base_names)
             is_base = torch.tensor([n in base for n in class_names], device=scores.device)

@@ -3,7 +3,6 @@
 from typing import Dict, List
 
 import torch
-
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
@@ -61,8 +60,12 @@ class EZSDRCNN(GeneralizedRCNN):
         for x, size in zip(batched_inputs, image_sizes):
             regions = x.get("distill_regions")
             if regions is None:
-                regions = Instances(size, boxes=Boxes(torch.zeros(0, 4)),
-                                    targets=torch.zeros(0, 0), weights=torch.zeros(0))  # fmt: skip
+                regions = Instances(
+                    size,
+                    boxes=Boxes(torch.zeros(0, 4)),
+                    targets=torch.zeros(0, 0),
+                    weights=torch.zeros(0),
+                )
             out.append(regions.to(self.device))
         dim = next((r.targets.shape[1] for r in out if len(r)), 0)
         for r in out:  # empty targets must concatenate with the others

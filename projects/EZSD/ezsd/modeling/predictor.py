@@ -12,27 +12,32 @@ Test-time options that are not the paper's live in `ezsd.modeling.extensions` (o
 from typing import List, Optional
 
 import torch
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
+from torch import nn
 
 from ezsd.utils.errors import UserInputError
 
 from .extensions import TestTimeExtensions
 from .vocabulary import (
-    check_vocabulary_against_datasets, check_vocabulary_clip, dataset_class_names,
-    load_vocabulary_file, vocabularies_from_config,
-)  # fmt: skip
+    check_vocabulary_against_datasets,
+    check_vocabulary_clip,
+    dataset_class_names,
+    load_vocabulary_file,
+    vocabularies_from_config,
+)
 from .vocabulary_classifier import VocabularyClassifier
 
 __all__ = [
-    "EZSDPredictor", "load_vocabulary_file", "dataset_class_names", "temperature_scaled_parameters",
+    "EZSDPredictor",
+    "load_vocabulary_file",
+    "dataset_class_names",
+    "temperature_scaled_parameters",
     "check_vocabulary_clip",
-]  # fmt: skip
+]
 
 
 class EZSDPredictor(FastRCNNOutputLayers):
@@ -77,27 +82,37 @@ class EZSDPredictor(FastRCNNOutputLayers):
             kwargs: the other FastRCNNOutputLayers arguments (test_score_thresh, ...).
         """
         super().__init__(
-            input_shape, box2box_transform=box2box_transform, num_classes=len(class_names),
-            cls_agnostic_bbox_reg=True, **kwargs,
-        )  # fmt: skip
+            input_shape,
+            box2box_transform=box2box_transform,
+            num_classes=len(class_names),
+            cls_agnostic_bbox_reg=True,
+            **kwargs,
+        )
         if self.use_sigmoid_ce or self.use_fed_loss:
-            raise UserInputError("EZSD's cosine classifier uses softmax cross-entropy only "
-                                 "(set MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE/USE_FED_LOSS False)")  # fmt: skip
+            raise UserInputError(
+                "EZSD's cosine classifier uses softmax cross-entropy only "
+                "(set MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE/USE_FED_LOSS False)"
+            )
         embed_dim = input_shape.channels
         self.embed_dim = embed_dim
         self.cls_score = VocabularyClassifier(
-            embed_dim, text_embeddings, class_names, test_text_embeddings=test_text_embeddings,
-            test_class_names=test_class_names, temperature=temperature,
+            embed_dim,
+            text_embeddings,
+            class_names,
+            test_text_embeddings=test_text_embeddings,
+            test_class_names=test_class_names,
+            temperature=temperature,
             learn_temperature=learn_temperature,
-        )  # fmt: skip
+        )
         self.semantic_regression = semantic_regression
         reg_in = reg_input_shape.channels + (embed_dim if semantic_regression else 0)
         self.bbox_pred = nn.Linear(reg_in, len(box2box_transform.weights))
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
         nn.init.constant_(self.bbox_pred.bias, 0)
         self.extensions = extensions or TestTimeExtensions()
-        self._expected_datasets = {k: [v] if isinstance(v, str) else list(v)
-                                   for k, v in (expected_datasets or {}).items()}  # fmt: skip
+        self._expected_datasets = {
+            k: [v] if isinstance(v, str) else list(v) for k, v in (expected_datasets or {}).items()
+        }
         self._checked = set()  # the modes whose vocabulary was checked against its datasets
 
     @classmethod

@@ -4,7 +4,6 @@ distillation loss on the pre-computed CLIP regions of each training image."""
 from typing import Dict, List, Optional
 
 import torch
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling.poolers import ROIPooler
@@ -61,8 +60,9 @@ class EZSDROIHeads(StandardROIHeads):
                 f"hold {self.box_predictor.num_classes} (MODEL.ROI_HEADS.NUM_CLASSES)"
             )
         if self.mask_on and getattr(self.mask_head, "num_classes", 1) != 1:
-            raise UserInputError("EZSD needs a class-agnostic mask head "
-                                 "(MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True)")  # fmt: skip
+            raise UserInputError(
+                "EZSD needs a class-agnostic mask head (MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True)"
+            )
         self.distillation = distillation
         self.distill_weight = distill_weight
 
@@ -83,8 +83,10 @@ class EZSDROIHeads(StandardROIHeads):
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         if cfg.MODEL.MASK_ON and not cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK:
-            raise UserInputError("EZSD needs a class-agnostic mask head: set "
-                                 "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True")  # fmt: skip
+            raise UserInputError(
+                "EZSD needs a class-agnostic mask head: set "
+                "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True"
+            )
         ret["distillation"] = cfg.MODEL.EZSD.DISTILL.ENABLED
         ret["distill_weight"] = cfg.MODEL.EZSD.DISTILL.WEIGHT
         return ret
@@ -105,11 +107,17 @@ class EZSDROIHeads(StandardROIHeads):
             cfg, ShapeSpec(channels=in_channels.pop(), height=resolution, width=resolution)
         )
         if not hasattr(box_head, "reg_output_shape"):
-            raise UserInputError(f"MODEL.ROI_BOX_HEAD.NAME '{cfg.MODEL.ROI_BOX_HEAD.NAME}' is not "
-                                 "an EZSD box head (use EZSDBoxHead)")  # fmt: skip
+            raise UserInputError(
+                f"MODEL.ROI_BOX_HEAD.NAME '{cfg.MODEL.ROI_BOX_HEAD.NAME}' is not "
+                "an EZSD box head (use EZSDBoxHead)"
+            )
         box_predictor = EZSDPredictor(cfg, box_head.output_shape, box_head.reg_output_shape)
-        return {"box_in_features": in_features, "box_pooler": box_pooler,
-                "box_head": box_head, "box_predictor": box_predictor}  # fmt: skip
+        return {
+            "box_in_features": in_features,
+            "box_pooler": box_pooler,
+            "box_head": box_head,
+            "box_predictor": box_predictor,
+        }
 
     def set_vocabulary(self, embeddings, names, split=None):
         """See :meth:`EZSDPredictor.set_vocabulary`."""
@@ -174,8 +182,9 @@ class EZSDROIHeads(StandardROIHeads):
                 factor=self.distill_weight,
                 num_regions=batch_regions,
             )
-            get_event_storage().put_scalar("ezsd/distill_regions_per_image",
-                                           sum(num_distill) / max(len(num_distill), 1))  # fmt: skip
+            get_event_storage().put_scalar(
+                "ezsd/distill_regions_per_image", sum(num_distill) / max(len(num_distill), 1)
+            )
         if self.train_on_pred_boxes:
             with torch.no_grad():
                 pred_boxes = self.box_predictor.predict_boxes_for_gt_classes(predictions, proposals)

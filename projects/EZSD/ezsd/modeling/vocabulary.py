@@ -13,9 +13,12 @@ from ezsd.utils.file_io import file_sha256, resolve_data_path
 from ezsd.utils.names import names_difference
 
 __all__ = [
-    "dataset_class_names", "load_vocabulary_file", "vocabularies_from_config", "check_vocabulary_clip",
+    "dataset_class_names",
+    "load_vocabulary_file",
+    "vocabularies_from_config",
+    "check_vocabulary_clip",
     "check_vocabulary_against_datasets",
-]  # fmt: skip
+]
 
 CONFIG_KEYS = {"train": "MODEL.EZSD.TEXT_EMBEDDINGS", "test": "MODEL.EZSD.TEST_TEXT_EMBEDDINGS"}
 
@@ -74,7 +77,9 @@ def vocabularies_from_config(cfg):
     ez = cfg.MODEL.EZSD
     train_ds, train_classes = _common_classes(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
     test_ds, test_classes = _common_classes(cfg.DATASETS.TEST, "DATASETS.TEST")
-    emb, names = load_vocabulary_file(ez.TEXT_EMBEDDINGS, train_classes, CONFIG_KEYS["train"], train_ds)
+    emb, names = load_vocabulary_file(
+        ez.TEXT_EMBEDDINGS, train_classes, CONFIG_KEYS["train"], train_ds
+    )
     if len(names) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
         raise UserInputError(
             f"{ez.TEXT_EMBEDDINGS} holds {len(names)} classes but MODEL.ROI_HEADS.NUM_CLASSES "
@@ -83,8 +88,11 @@ def vocabularies_from_config(cfg):
     ret = dict(text_embeddings=emb, class_names=names)
     if ez.TEST_TEXT_EMBEDDINGS:
         test_emb, test_names = load_vocabulary_file(
-            ez.TEST_TEXT_EMBEDDINGS, test_classes, CONFIG_KEYS["test"], test_ds,
-        )  # fmt: skip
+            ez.TEST_TEXT_EMBEDDINGS,
+            test_classes,
+            CONFIG_KEYS["test"],
+            test_ds,
+        )
         ret.update(test_text_embeddings=test_emb, test_class_names=test_names)
     elif test_classes is not None and names_difference(names, test_classes) is not None:
         raise UserInputError(
@@ -101,13 +109,20 @@ def check_vocabulary_clip(cfg):
     than MODEL.EZSD.CLIP.MODEL when that is a local file (its sha256 is what the files record).
     The pair of embedding files must both record a hash when one does."""
     ez = cfg.MODEL.EZSD
-    files = [(k, resolve_data_path(getattr(ez, k))) for k in ("TEXT_EMBEDDINGS", "TEST_TEXT_EMBEDDINGS")]
-    sources = [(f"MODEL.EZSD.{k} {path}", text_embedding_info(path)["clip_hash"])
-               for k, path in files if path]  # fmt: skip
+    files = [
+        (k, resolve_data_path(getattr(ez, k))) for k in ("TEXT_EMBEDDINGS", "TEST_TEXT_EMBEDDINGS")
+    ]
+    sources = [
+        (f"MODEL.EZSD.{k} {path}", text_embedding_info(path)["clip_hash"])
+        for k, path in files
+        if path
+    ]
     common = check_same_clip(sources, require_all=True)
     clip_file = resolve_data_path(ez.CLIP.MODEL)
     if common and clip_file and os.path.isfile(clip_file):
-        check_same_clip(sources[:1] + [(f"MODEL.EZSD.CLIP.MODEL {clip_file}", file_sha256(clip_file))])
+        check_same_clip(
+            sources[:1] + [(f"MODEL.EZSD.CLIP.MODEL {clip_file}", file_sha256(clip_file))]
+        )
 
 
 def check_vocabulary_against_datasets(names, datasets, split):

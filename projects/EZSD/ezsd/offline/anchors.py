@@ -6,6 +6,7 @@ s / sqrt(r) wide and s * sqrt(r) high (MMDetection's convention), so all ratios 
 the area s^2. Boxes are clipped to the image: a CLIP crop of a clipped box is the crop of the
 unclipped one (crops are clipped anyway), and stored proposals stay inside the image.
 """
+
 import math
 
 import torch
@@ -39,7 +40,9 @@ def dense_anchors(height, width, stride, sizes, ratios, clip=True):
     """Return float32 (N, 4) XYXY boxes, N = ceil(H/stride) * ceil(W/stride) * sizes * ratios,
     ordered row by row, cell by cell, then size-major shapes (deterministic)."""
     if stride <= 0 or not sizes or not ratios or min(sizes) <= 0 or min(ratios) <= 0:
-        raise ValueError(f"anchors need a positive stride, sizes and ratios: {stride}, {sizes}, {ratios}")
+        raise ValueError(
+            f"anchors need a positive stride, sizes and ratios: {stride}, {sizes}, {ratios}"
+        )
     ys = (torch.arange(math.ceil(height / stride), dtype=torch.float32) + 0.5) * stride
     xs = (torch.arange(math.ceil(width / stride), dtype=torch.float32) + 0.5) * stride
     cy, cx = torch.meshgrid(ys, xs, indexing="ij")

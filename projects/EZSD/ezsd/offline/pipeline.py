@@ -14,6 +14,7 @@ Every file is written to a temp name and renamed. A shard skips the images whose
 Whichever shard finishes last (or rank 0 under torch.distributed, after a barrier) merges the
 shard files into the manifest, which marks the store finished.
 """
+
 import dataclasses
 import glob
 import json
@@ -30,11 +31,20 @@ from detectron2.structures import BoxMode
 from tqdm import tqdm
 
 from ezsd.clip import DEFAULT_PROMPTS, clip_checkpoint_hash, load_clip, text_embeddings
-from ezsd.data.feature_store import dataset_fingerprint, region_file, write_image_regions, write_manifest
+from ezsd.data.feature_store import (
+    dataset_fingerprint,
+    region_file,
+    write_image_regions,
+    write_manifest,
+)
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import (
-    atomic_write, atomic_write_json, check_writable_dir, file_sha256, remove_stale_temps,
-)  # fmt: skip
+    atomic_write,
+    atomic_write_json,
+    check_writable_dir,
+    file_sha256,
+    remove_stale_temps,
+)
 from ezsd.utils.names import names_difference
 
 from .proposals import CropScorer, ProposalSettings, compute_proposals
@@ -42,7 +52,13 @@ from .region_features import FeatureSettings, image_regions
 from .rpn_candidates import RPNCandidates
 from .sharding import distributed_shard, finish_distributed, image_order_key, shard_records
 
-__all__ = ["PrecomputeConfig", "run_precompute", "load_proposals", "proposal_file", "measure_ceiling"]
+__all__ = [
+    "PrecomputeConfig",
+    "run_precompute",
+    "load_proposals",
+    "proposal_file",
+    "measure_ceiling",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +96,10 @@ def proposal_file(proposals_dir, image_id):
 def load_proposals(proposals_dir, image_id):
     """dict of torch tensors (boxes, objectness, confidence, clip_class) + num_encodings (int)."""
     with np.load(proposal_file(proposals_dir, image_id)) as data:
-        out = {k: torch.from_numpy(data[k].astype(np.float32 if k != "clip_class" else np.int64))
-               for k in ("boxes", "objectness", "confidence", "clip_class")}  # fmt: skip
+        out = {
+            k: torch.from_numpy(data[k].astype(np.float32 if k != "clip_class" else np.int64))
+            for k in ("boxes", "objectness", "confidence", "clip_class")
+        }
         out["num_encodings"] = int(data["num_encodings"])
     return out
 
@@ -89,23 +107,28 @@ def load_proposals(proposals_dir, image_id):
 def _write_proposals(proposals_dir, image_id, p):
     with atomic_write(proposal_file(proposals_dir, image_id)) as f:
         np.savez(
-            f, boxes=p["boxes"].numpy().astype(np.float32),
+            f,
+            boxes=p["boxes"].numpy().astype(np.float32),
             objectness=p["objectness"].numpy().astype(np.float32),
             confidence=p["confidence"].numpy().astype(np.float16),
             clip_class=p["clip_class"].numpy().astype(np.int16),
             num_encodings=np.int64(p["num_encodings"]),
-        )  # fmt: skip
+        )
 
 
 def _dataset(cfg):
     if cfg.dataset not in DatasetCatalog.list():
-        raise UserInputError(f"--dataset '{cfg.dataset}' is not a registered dataset "
-                             "(register your own with ezsd.data.register_ovd_dataset)")
+        raise UserInputError(
+            f"--dataset '{cfg.dataset}' is not a registered dataset "
+            "(register your own with ezsd.data.register_ovd_dataset)"
+        )
     meta = MetadataCatalog.get(cfg.dataset)
     base, novel = list(meta.get("base_classes", [])), list(meta.get("novel_classes", []))
     if not base:
-        raise UserInputError(f"dataset '{cfg.dataset}' has no base_classes in its metadata: "
-                             "not an open-vocabulary dataset (see register_ovd_dataset)")
+        raise UserInputError(
+            f"dataset '{cfg.dataset}' has no base_classes in its metadata: "
+            "not an open-vocabulary dataset (see register_ovd_dataset)"
+        )
     if cfg.stage != "proposals" and meta.get("novel_annotated", True):
         raise UserInputError(
             f"dataset '{cfg.dataset}' is not a training split (its metadata says novel_annotated="
@@ -139,8 +162,10 @@ def _base_gt(record, meta, class_index, base_set):
     for anno in record.get("annotations", []):
         name = meta.thing_classes[anno["category_id"]]
         if name not in base_set:  # the dataset loaders refuse this already; never trust it
-            raise UserInputError(f"image {record['image_id']} of '{record.get('file_name')}' has a "
-                                 f"box of the non-base class '{name}'; training splits hold base boxes only")
+            raise UserInputError(
+                f"image {record['image_id']} of '{record.get('file_name')}' has a "
+                f"box of the non-base class '{name}'; training splits hold base boxes only"
+            )
         boxes.append(BoxMode.convert(list(anno["bbox"]), anno["bbox_mode"], BoxMode.XYXY_ABS))
         classes.append(class_index[name])
     return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), np.asarray(classes, np.int64)
@@ -164,8 +189,12 @@ class _Models:
     @property
     def candidates(self):
         if self._candidates is None and self.cfg.proposal.mode == "rpn":
-            self._candidates = RPNCandidates(self.cfg.rpn_config, self.cfg.rpn_weights,
-                                             self.cfg.proposal.rpn_candidates, self.device)  # fmt: skip
+            self._candidates = RPNCandidates(
+                self.cfg.rpn_config,
+                self.cfg.rpn_weights,
+                self.cfg.proposal.rpn_candidates,
+                self.device,
+            )
         return self._candidates
 
     @property
@@ -193,7 +222,9 @@ def _read_image(record, cfg, skipped):
         if cfg.strict:
             raise UserInputError(f"{record['file_name']}: cannot read image ({e})") from None
         logger.warning(f"{record['file_name']}: cannot read image ({e}); skipped")
-        skipped.append({"image_id": record["image_id"], "file_name": record["file_name"], "error": str(e)})
+        skipped.append(
+            {"image_id": record["image_id"], "file_name": record["file_name"], "error": str(e)}
+        )
         return None
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
@@ -219,7 +250,9 @@ def run_precompute(cfg):
     need_proposals = cfg.stage in ("proposals", "all")
     cfg.proposal_clip = cfg.proposal_clip or cfg.clip
     if need_features and not cfg.clip:
-        raise UserInputError("--clip is required for the features stage (the CLIP that makes the targets)")
+        raise UserInputError(
+            "--clip is required for the features stage (the CLIP that makes the targets)"
+        )
     if not cfg.proposal_clip:
         raise UserInputError("--clip (or --proposal-clip) is required to score proposals")
     proposals_dir = cfg.proposals_dir or os.path.join(cfg.output, "proposals")
@@ -233,11 +266,15 @@ def run_precompute(cfg):
     feature_hash = clip_checkpoint_hash(cfg.clip) if need_features else None
     if cfg.proposal.mode == "rpn":
         if not (cfg.rpn_config and cfg.rpn_weights):
-            raise UserInputError("--proposal-mode rpn needs --rpn-config and --rpn-weights "
-                                 "(an RPN-only model trained on the base boxes)")  # fmt: skip
+            raise UserInputError(
+                "--proposal-mode rpn needs --rpn-config and --rpn-weights "
+                "(an RPN-only model trained on the base boxes)"
+            )
         if not os.path.isfile(cfg.rpn_weights):
             raise UserInputError(f"--rpn-weights: checkpoint not found: {cfg.rpn_weights}")
-        cfg.proposal = dataclasses.replace(cfg.proposal, rpn_weights_hash=file_sha256(cfg.rpn_weights))
+        cfg.proposal = dataclasses.replace(
+            cfg.proposal, rpn_weights_hash=file_sha256(cfg.rpn_weights)
+        )
 
     records = sorted(DatasetCatalog.get(cfg.dataset), key=image_order_key)
     data = dataset_fingerprint(cfg.dataset, records)  # all of them, before --max-images
@@ -246,26 +283,42 @@ def run_precompute(cfg):
     if not records:
         raise UserInputError(f"dataset '{cfg.dataset}' has no images")
     if need_features and not any(r.get("annotations") for r in records):
-        raise UserInputError(f"dataset '{cfg.dataset}' has no base boxes at all: nothing to distill")
+        raise UserInputError(
+            f"dataset '{cfg.dataset}' has no base boxes at all: nothing to distill"
+        )
     spec, device = distributed_shard(cfg.num_shards, cfg.shard_id, cfg.device)
     mine = shard_records(records, spec.num_shards, spec.shard_id)
     logger.info(f"{spec}: {len(mine)} of {len(records)} images of {cfg.dataset}")
 
     proposal_settings = dict(
-        dataset=cfg.dataset, data=data, class_names=class_names, prompts=list(cfg.prompts),
-        clip_hash=proposal_hash, **cfg.proposal.to_dict(),
-    )  # fmt: skip
-    _check_settings(os.path.join(proposals_dir, "settings.json"), proposal_settings,
-                    cfg.resume or cfg.stage == "features", "proposals")  # fmt: skip
+        dataset=cfg.dataset,
+        data=data,
+        class_names=class_names,
+        prompts=list(cfg.prompts),
+        clip_hash=proposal_hash,
+        **cfg.proposal.to_dict(),
+    )
+    _check_settings(
+        os.path.join(proposals_dir, "settings.json"),
+        proposal_settings,
+        cfg.resume or cfg.stage == "features",
+        "proposals",
+    )
     if need_features:
         feature_settings = dict(
-            dataset=cfg.dataset, clip=os.path.basename(cfg.clip), clip_hash=feature_hash,
+            dataset=cfg.dataset,
+            clip=os.path.basename(cfg.clip),
+            clip_hash=feature_hash,
             prompts=list(cfg.prompts),
             proposals={k: v for k, v in proposal_settings.items() if k not in ("dataset", "data")},
             **cfg.features.to_dict(),
-        )  # fmt: skip
-        _check_settings(os.path.join(cfg.output, "shards", "settings.json"), feature_settings,
-                        cfg.resume, "region features")  # fmt: skip
+        )
+        _check_settings(
+            os.path.join(cfg.output, "shards", "settings.json"),
+            feature_settings,
+            cfg.resume,
+            "region features",
+        )
     ids = [str(r["image_id"]) for r in mine]
     remove_stale_temps(proposals_dir, [f"{i}.npz" for i in ids])  # a killed run's, of our images
     remove_stale_temps(os.path.join(cfg.output, "regions"), [f"{i}.npz" for i in ids])
@@ -275,8 +328,13 @@ def run_precompute(cfg):
     feature_encodings = resumed = no_gt = 0
     start = time.perf_counter()
     total_regions = done = 0
-    bar = tqdm(mine, desc=f"CLIP {cfg.stage} [{spec.name}]", unit="img", dynamic_ncols=True,
-               disable=not cfg.progress)  # fmt: skip
+    bar = tqdm(
+        mine,
+        desc=f"CLIP {cfg.stage} [{spec.name}]",
+        unit="img",
+        dynamic_ncols=True,
+        disable=not cfg.progress,
+    )
     for record in bar:
         image_id = str(record["image_id"])
         pfile = proposal_file(proposals_dir, image_id)
@@ -298,8 +356,10 @@ def run_precompute(cfg):
         image = image.to(device)
         if have_p:
             if not os.path.exists(pfile):
-                raise UserInputError(f"{pfile}: no proposals for image {image_id}; run --stage "
-                                     "proposals (or --stage all) first")  # fmt: skip
+                raise UserInputError(
+                    f"{pfile}: no proposals for image {image_id}; run --stage "
+                    "proposals (or --stage all) first"
+                )
             props = load_proposals(proposals_dir, image_id)
         else:
             props = compute_proposals(models.scorer, image, cfg.proposal, models.candidates)
@@ -309,8 +369,17 @@ def run_precompute(cfg):
         if need_features:
             gt_boxes, gt_classes = _base_gt(record, meta, class_index, set(base))
             no_gt += gt_boxes.shape[0] == 0
-            arrays = image_regions(models.feature_model, image, gt_boxes, gt_classes, props,
-                                   len(class_names), len(base), cfg.features, cfg.batch_size)  # fmt: skip
+            arrays = image_regions(
+                models.feature_model,
+                image,
+                gt_boxes,
+                gt_classes,
+                props,
+                len(class_names),
+                len(base),
+                cfg.features,
+                cfg.batch_size,
+            )
             write_image_regions(cfg.output, image_id, **arrays)
             num = len(arrays["boxes"])
             region_counts[image_id] = num
@@ -318,33 +387,49 @@ def run_precompute(cfg):
         total_regions += num
         done += 1
         elapsed = max(time.perf_counter() - start, 1e-6)
-        bar.set_postfix_str(f"{done / elapsed:.2f} img/s, {total_regions / elapsed:.0f} regions/s", refresh=False)
+        bar.set_postfix_str(
+            f"{done / elapsed:.2f} img/s, {total_regions / elapsed:.0f} regions/s", refresh=False
+        )
     bar.close()
     elapsed = time.perf_counter() - start
 
     # Per-shard records, then the merge by whoever completes the set.
-    shard_info = dict(shard=spec.shard_id, num_shards=spec.num_shards, skipped=skipped,
-                      logit_scale=models.logit_scale,
-                      proposals={k: list(v) for k, v in proposal_counts.items()})  # fmt: skip
+    shard_info = dict(
+        shard=spec.shard_id,
+        num_shards=spec.num_shards,
+        skipped=skipped,
+        logit_scale=models.logit_scale,
+        proposals={k: list(v) for k, v in proposal_counts.items()},
+    )
     if need_proposals:
         atomic_write_json(os.path.join(proposals_dir, "shards", f"{spec.name}.json"), shard_info)
     if need_features:
-        atomic_write_json(os.path.join(cfg.output, "shards", f"{spec.name}.json"),
-                          dict(shard_info, regions=region_counts, images_without_gt=no_gt))  # fmt: skip
+        atomic_write_json(
+            os.path.join(cfg.output, "shards", f"{spec.name}.json"),
+            dict(shard_info, regions=region_counts, images_without_gt=no_gt),
+        )
     merge = finish_distributed(spec)
     merged = False
     if merge:
         if need_proposals:
             merged = _merge_proposals(proposals_dir, spec.num_shards, proposal_settings)
         if need_features:
-            merged = _merge_features(cfg.output, spec.num_shards, feature_hash, class_names, base,
-                                     feature_settings, data)  # fmt: skip
+            merged = _merge_features(
+                cfg.output, spec.num_shards, feature_hash, class_names, base, feature_settings, data
+            )
     return dict(
-        shard=spec.name, images=len(mine), resumed=resumed, skipped=len(skipped),
-        proposal_encodings=models.proposal_encodings, feature_encodings=feature_encodings,
-        regions=total_regions, seconds=elapsed, merged=merged,
-        proposals_dir=proposals_dir, output=cfg.output,
-    )  # fmt: skip
+        shard=spec.name,
+        images=len(mine),
+        resumed=resumed,
+        skipped=len(skipped),
+        proposal_encodings=models.proposal_encodings,
+        feature_encodings=feature_encodings,
+        regions=total_regions,
+        seconds=elapsed,
+        merged=merged,
+        proposals_dir=proposals_dir,
+        output=cfg.output,
+    )
 
 
 def _shard_files(folder, num_shards):
@@ -364,12 +449,17 @@ def _merge_proposals(proposals_dir, num_shards, settings):
         return False
     images = {k: v for s in shards for k, v in s["proposals"].items()}
     encodings = [v[1] for v in images.values()]
-    atomic_write_json(os.path.join(proposals_dir, "manifest.json"), dict(
-        settings=settings, skipped_images=[x for s in shards for x in s["skipped"]],
-        logit_scale=next((s["logit_scale"] for s in shards if s.get("logit_scale")), None),
-        mean_encodings_per_image=float(np.mean(encodings)) if encodings else 0.0,
-        images={k: dict(proposals=v[0], encodings=v[1]) for k, v in sorted(images.items())},
-    ), indent=1)  # fmt: skip
+    atomic_write_json(
+        os.path.join(proposals_dir, "manifest.json"),
+        dict(
+            settings=settings,
+            skipped_images=[x for s in shards for x in s["skipped"]],
+            logit_scale=next((s["logit_scale"] for s in shards if s.get("logit_scale")), None),
+            mean_encodings_per_image=float(np.mean(encodings)) if encodings else 0.0,
+            images={k: dict(proposals=v[0], encodings=v[1]) for k, v in sorted(images.items())},
+        ),
+        indent=1,
+    )
     return True
 
 
@@ -378,9 +468,13 @@ def _merge_features(output, num_shards, clip_hash, class_names, base, settings, 
     if shards is None:
         return False
     counts = dict(sorted((k, v) for s in shards for k, v in s["regions"].items()))
-    extra = dict(skipped_images=[x for s in shards for x in s["skipped"]],
-                 images_without_gt=sum(s["images_without_gt"] for s in shards))  # fmt: skip
-    write_manifest(output, clip_hash, class_names, base, settings, counts, extra=extra, dataset=data)
+    extra = dict(
+        skipped_images=[x for s in shards for x in s["skipped"]],
+        images_without_gt=sum(s["images_without_gt"] for s in shards),
+    )
+    write_manifest(
+        output, clip_hash, class_names, base, settings, counts, extra=extra, dataset=data
+    )
     return True
 
 

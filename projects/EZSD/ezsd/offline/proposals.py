@@ -31,6 +31,7 @@ A fourth mode is the ablation's baseline, not a CLIP proposal method:
   ViLD-style distillation (the `vild_like` variant of tools/run_pipeline.py). The draw is seeded
   by the image's bytes, so every run and every shard split gives an image the same boxes.
 """
+
 import dataclasses
 import math
 import zlib
@@ -45,10 +46,18 @@ from ezsd.clip import encode_regions
 from .anchors import clip_boxes, dense_anchors
 
 __all__ = [
-    "ProposalSettings", "CropScorer", "resolve_logit_scale", "clip_objectness", "nms_top_k",
-    "exhaustive_proposals", "fast_proposals", "candidate_proposals", "random_proposals",
-    "coarse_anchors", "compute_proposals",
-]  # fmt: skip
+    "ProposalSettings",
+    "CropScorer",
+    "resolve_logit_scale",
+    "clip_objectness",
+    "nms_top_k",
+    "exhaustive_proposals",
+    "fast_proposals",
+    "candidate_proposals",
+    "random_proposals",
+    "coarse_anchors",
+    "compute_proposals",
+]
 
 MODES = ("exhaustive", "fast", "rpn", "random")
 
@@ -121,7 +130,9 @@ class CropScorer:
 
     def __init__(self, model, text_embeddings, settings, batch_size=256):
         self.model = model
-        self.text = F.normalize(text_embeddings.float(), dim=-1).to(model.visual.conv1.weight.device)
+        self.text = F.normalize(text_embeddings.float(), dim=-1).to(
+            model.visual.conv1.weight.device
+        )
         self.settings = settings
         self.logit_scale = resolve_logit_scale(model, settings.logit_scale)
         self.batch_size = batch_size
@@ -139,9 +150,12 @@ def _result(boxes, scores, settings, num_encodings):
     objectness, confidence, clip_class = scores
     keep = nms_top_k(boxes, objectness, settings.nms_thresh, settings.top_k)
     return dict(
-        boxes=boxes[keep], objectness=objectness[keep], confidence=confidence[keep],
-        clip_class=clip_class[keep], num_encodings=num_encodings,
-    )  # fmt: skip
+        boxes=boxes[keep],
+        objectness=objectness[keep],
+        confidence=confidence[keep],
+        clip_class=clip_class[keep],
+        num_encodings=num_encodings,
+    )
 
 
 def exhaustive_proposals(scorer, image, settings):
@@ -168,10 +182,22 @@ def _neighbours(boxes, step):
     w, h = size[:, 0:1], size[:, 1:2]
     zero = torch.zeros_like(w)
     grow = 1 + 2 * step
-    shifts = torch.stack([torch.cat(v, 1) for v in ((step * w, zero), (-step * w, zero),
-                                                     (zero, step * h), (zero, -step * h))], 1)
-    sizes = torch.stack([size * grow, size / grow,
-                         torch.cat([w * grow, h / grow], 1), torch.cat([w / grow, h * grow], 1)], 1)
+    shifts = torch.stack(
+        [
+            torch.cat(v, 1)
+            for v in ((step * w, zero), (-step * w, zero), (zero, step * h), (zero, -step * h))
+        ],
+        1,
+    )
+    sizes = torch.stack(
+        [
+            size * grow,
+            size / grow,
+            torch.cat([w * grow, h / grow], 1),
+            torch.cat([w / grow, h * grow], 1),
+        ],
+        1,
+    )
     centres = torch.cat([centre[:, None] + shifts, centre[:, None].expand(-1, 4, -1)], 1)
     sizes = torch.cat([size[:, None].expand(-1, 4, -1), sizes], 1)
     return torch.cat([centres - sizes / 2, centres + sizes / 2], 2).reshape(-1, 4)
@@ -188,8 +214,11 @@ def fast_proposals(scorer, image, settings):
     steps = torch.full((boxes.shape[0],), float(settings.fast_step))
     for _ in range(settings.fast_rounds):
         seeds = nms_top_k(boxes, scores[0], settings.fast_seed_nms, settings.fast_seeds)
-        cand = clip_boxes(torch.cat([_neighbours(boxes[i : i + 1], float(steps[i])) for i in seeds]),
-                          height, width)  # fmt: skip
+        cand = clip_boxes(
+            torch.cat([_neighbours(boxes[i : i + 1], float(steps[i])) for i in seeds]),
+            height,
+            width,
+        )
         cand_steps = steps[seeds].repeat_interleave(8)
         steps[seeds] /= 2
         side = cand[:, 2:] - cand[:, :2]
@@ -223,9 +252,12 @@ def random_proposals(image, settings):
     keep = torch.randperm(boxes.shape[0], generator=generator)[: settings.top_k]
     num = keep.shape[0]
     return dict(
-        boxes=boxes[keep], objectness=torch.zeros(num), confidence=torch.ones(num),
-        clip_class=torch.full((num,), -1, dtype=torch.long), num_encodings=0,
-    )  # fmt: skip
+        boxes=boxes[keep],
+        objectness=torch.zeros(num),
+        confidence=torch.ones(num),
+        clip_class=torch.full((num,), -1, dtype=torch.long),
+        num_encodings=0,
+    )
 
 
 def compute_proposals(scorer, image, settings, candidates=None):

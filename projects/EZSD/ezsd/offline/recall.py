@@ -4,6 +4,7 @@ Evaluation only: this is the one offline module that reads novel boxes, from an 
 
   python -m ezsd.offline.recall --dataset shapes_ovd_val --proposals OUT/proposals --k 100,300
 """
+
 import argparse
 import json
 import os
@@ -47,10 +48,14 @@ def proposal_recall(dataset, proposals_dir, ks=(100, 300), iou=0.5, group="novel
             records, top_k, meta.thing_classes, {group: wanted}, iou
         )[group]
     return dict(
-        dataset=dataset, group=group, iou=iou, images=len(boxes), gt_boxes=num_gt,
+        dataset=dataset,
+        group=group,
+        iou=iou,
+        images=len(boxes),
+        gt_boxes=num_gt,
         recall={k: 0.0 if num_gt == 0 else r for k, r in recall.items()},
         encodings_per_image=float(np.mean(encodings)),
-    )  # fmt: skip
+    )
 
 
 @exit_on_user_error
@@ -64,17 +69,27 @@ def main(argv=None):
         "--proposals OUT/proposals --k 100,300 --group novel",
     )
     p.add_argument("--dataset", required=True, help="a registered split with the boxes to find")
-    p.add_argument("--proposals", required=True,
-                   help="a proposals folder of precompute_clip_features.py (IMAGE_ID.npz files)")
+    p.add_argument(
+        "--proposals",
+        required=True,
+        help="a proposals folder of precompute_clip_features.py (IMAGE_ID.npz files)",
+    )
     p.add_argument("--k", default="100,300", help="comma-separated numbers of top proposals")
     p.add_argument("--iou", type=float, default=0.5, help="IoU at which a GT box counts as found")
-    p.add_argument("--group", choices=("novel", "base", "all"), default="novel",
-                   help="whose GT boxes: the novel classes', the base classes' or all")
+    p.add_argument(
+        "--group",
+        choices=("novel", "base", "all"),
+        default="novel",
+        help="whose GT boxes: the novel classes', the base classes' or all",
+    )
     p.add_argument("--max-images", type=int, help="the first N images (by id) only")
     args = p.parse_args(argv)
     ks = tuple(int(k) for k in args.k.split(","))
-    print(json.dumps(proposal_recall(args.dataset, args.proposals, ks, args.iou, args.group,
-                                     args.max_images)))
+    print(
+        json.dumps(
+            proposal_recall(args.dataset, args.proposals, ks, args.iou, args.group, args.max_images)
+        )
+    )
 
 
 if __name__ == "__main__":

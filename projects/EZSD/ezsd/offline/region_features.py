@@ -12,6 +12,7 @@ CLIP, unnormalised, into one `feature_store` record:
     proposal rows (is_gt False), best first: CLIP's argmax class, max softmax probability and
         objectness from the proposal scoring.
 """
+
 import dataclasses
 import math
 
@@ -56,8 +57,17 @@ def select_regions(proposals, base_gt_boxes, num_base_classes, settings):
     return torch.nonzero(keep).flatten()[: settings.top_k]
 
 
-def image_regions(model, image, gt_boxes, gt_classes, proposals, num_classes, num_base_classes,
-                  settings, batch_size=256):  # fmt: skip
+def image_regions(
+    model,
+    image,
+    gt_boxes,
+    gt_classes,
+    proposals,
+    num_classes,
+    num_base_classes,
+    settings,
+    batch_size=256,
+):
     """The feature-store arrays of one image (numpy, ready for `write_image_regions`).
 
     Args:
@@ -74,12 +84,17 @@ def image_regions(model, image, gt_boxes, gt_classes, proposals, num_classes, nu
         boxes=boxes.numpy(),
         embeddings=emb.cpu().numpy(),
         confidence=np.concatenate([np.ones(num_gt), _np(proposals["confidence"])[keep.numpy()]]),
-        clip_class=np.concatenate([np.asarray(gt_classes, dtype=np.int64).reshape(-1),
-                                   _np(proposals["clip_class"])[keep.numpy()]]),
-        objectness=np.concatenate([np.full(num_gt, math.log(num_classes)),
-                                   _np(proposals["objectness"])[keep.numpy()]]),
+        clip_class=np.concatenate(
+            [
+                np.asarray(gt_classes, dtype=np.int64).reshape(-1),
+                _np(proposals["clip_class"])[keep.numpy()],
+            ]
+        ),
+        objectness=np.concatenate(
+            [np.full(num_gt, math.log(num_classes)), _np(proposals["objectness"])[keep.numpy()]]
+        ),
         is_gt=np.arange(boxes.shape[0]) < num_gt,
-    )  # fmt: skip
+    )
 
 
 def _np(x):

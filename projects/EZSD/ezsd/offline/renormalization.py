@@ -25,13 +25,14 @@ Files written by `renormalize_clip` in its output folder (each atomically):
     renorm_report.json     settings, losses, crop accuracy before/after, the clean-domain guard
 A re-run over a finished folder with the same settings is a no-op; a larger --epochs continues.
 """
+
 import dataclasses
 import json
 import logging
 import math
 import os
 import time
-from typing import Optional, Sequence
+from typing import Sequence
 
 import clip
 import numpy as np
@@ -42,14 +43,21 @@ from detectron2.structures import BoxMode
 from tqdm import tqdm
 
 from ezsd.clip import (
-    DEFAULT_PROMPTS, clean_class_name, clip_checkpoint_hash, crop_classification_accuracy,
-    load_clip, text_embeddings,
-)  # fmt: skip
+    DEFAULT_PROMPTS,
+    clean_class_name,
+    clip_checkpoint_hash,
+    crop_classification_accuracy,
+    load_clip,
+    text_embeddings,
+)
 from ezsd.clip.regions import CLIP_MEAN, CLIP_STD, crop_regions
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import (
-    atomic_write, atomic_write_json, check_writable_dir, remove_stale_temps,
-)  # fmt: skip
+    atomic_write,
+    atomic_write_json,
+    check_writable_dir,
+    remove_stale_temps,
+)
 
 __all__ = [
     "RenormSettings",
@@ -125,9 +133,10 @@ def layernorm_parameter_names(model, tune_text_ln=False):
     """Names of the parameters to tune: every one containing `ln_` of the image tower
     (`visual.*`), and with `tune_text_ln` those of the text tower (`transformer.*`, `ln_final`)."""
     names = [
-        n for n, _ in model.named_parameters()
+        n
+        for n, _ in model.named_parameters()
         if "ln_" in n and (tune_text_ln or n.startswith("visual."))
-    ]  # fmt: skip
+    ]
     if not names:
         raise UserInputError("this CLIP has no LayerNorm parameters (names containing 'ln_')")
     return names
@@ -136,8 +145,11 @@ def layernorm_parameter_names(model, tune_text_ln=False):
 def frozen_snapshot(model, trainable_names):
     """Copies of every parameter and buffer that must not change."""
     trainable = set(trainable_names)
-    return {n: t.detach().clone() for n, t in model.state_dict(keep_vars=True).items()
-            if n not in trainable}  # fmt: skip
+    return {
+        n: t.detach().clone()
+        for n, t in model.state_dict(keep_vars=True).items()
+        if n not in trainable
+    }
 
 
 def _bits(tensor):
@@ -149,10 +161,13 @@ def assert_frozen_unchanged(model, snapshot):
     """Raise AssertionError unless every tensor of `snapshot` is bit-identical in `model`."""
     current = model.state_dict(keep_vars=True)
     changed = [
-        n for n, before in snapshot.items()
-        if n not in current or current[n].dtype != before.dtype
-        or current[n].shape != before.shape or not torch.equal(_bits(current[n]), _bits(before))
-    ]  # fmt: skip
+        n
+        for n, before in snapshot.items()
+        if n not in current
+        or current[n].dtype != before.dtype
+        or current[n].shape != before.shape
+        or not torch.equal(_bits(current[n]), _bits(before))
+    ]
     assert not changed, f"non-LayerNorm tensors changed during re-normalization: {changed[:5]}"
 
 
@@ -190,8 +205,9 @@ def base_box_samples(dataset_dicts, thing_classes, base_names):
                     f"{record['file_name']}: a box of '{name}', not a base class; re-normalization "
                     "trains on base boxes only (use the training split)"
                 )
-            record_boxes.append(BoxMode.convert(list(anno["bbox"]), anno["bbox_mode"],
-                                                BoxMode.XYXY_ABS))  # fmt: skip
+            record_boxes.append(
+                BoxMode.convert(list(anno["bbox"]), anno["bbox_mode"], BoxMode.XYXY_ABS)
+            )
             record_labels.append(base_index[name])
         if not record_boxes:
             skipped += 1
@@ -208,9 +224,11 @@ def renormalization_loss(image_emb, text_emb, labels, logit_scale=100.0):
     image_emb (N, D) raw CLIP image embeddings; text_emb (C, D) (normalised or not);
     labels (N,) indices into the C classes.
     """
-    logits = logit_scale * F.normalize(image_emb.float(), dim=-1) @ F.normalize(
-        text_emb.float(), dim=-1
-    ).T
+    logits = (
+        logit_scale
+        * F.normalize(image_emb.float(), dim=-1)
+        @ F.normalize(text_emb.float(), dim=-1).T
+    )
     targets = F.one_hot(labels, num_classes=text_emb.shape[0]).to(logits.dtype)
     return F.binary_cross_entropy_with_logits(logits, targets)
 
@@ -218,11 +236,15 @@ def renormalization_loss(image_emb, text_emb, labels, logit_scale=100.0):
 def _text_tokens(model, names, prompts):
     """(P, C, L) tokens: one row per prompt template and class."""
     try:
-        return torch.stack([
-            clip.tokenize([p.format(clean_class_name(n)) for n in names],
-                          context_length=model.context_length)
-            for p in prompts
-        ])  # fmt: skip
+        return torch.stack(
+            [
+                clip.tokenize(
+                    [p.format(clean_class_name(n)) for n in names],
+                    context_length=model.context_length,
+                )
+                for p in prompts
+            ]
+        )
     except RuntimeError as e:  # a prompt longer than this CLIP's context
         raise UserInputError(f"{e} (prompts {list(prompts)})") from None
 
@@ -250,9 +272,11 @@ class _CropSource:
         image = read_image(self.samples.files[index], format="RGB")
         crops = crop_regions(
             torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).to(self.device),
-            torch.from_numpy(self.samples.boxes[index]), self.resolution, self.scale,
+            torch.from_numpy(self.samples.boxes[index]),
+            self.resolution,
+            self.scale,
             self.min_size,
-        )  # fmt: skip
+        )
         if self.cache is not None:
             self.cache[index] = crops
         return crops
@@ -263,8 +287,9 @@ def epoch_order(num_images, seed, epoch):
     return np.random.default_rng([seed, epoch]).permutation(num_images)
 
 
-def train_layernorms(model, samples, settings, state=None, on_epoch_end=None, progress=True,
-                     negative_names=()):  # fmt: skip
+def train_layernorms(
+    model, samples, settings, state=None, on_epoch_end=None, progress=True, negative_names=()
+):
     """Tune the LayerNorms of `model` (in place) on `samples` for `settings.epochs` epochs.
 
     Args:
@@ -296,23 +321,34 @@ def train_layernorms(model, samples, settings, state=None, on_epoch_end=None, pr
         optimizer.load_state_dict(state["optimizer"])
     start = state["epoch"]
 
-    text_names = list(samples.base_names) + [n for n in negative_names
-                                             if n not in samples.base_names]  # fmt: skip
+    text_names = list(samples.base_names) + [
+        n for n in negative_names if n not in samples.base_names
+    ]
     tokens = _text_tokens(model, text_names, settings.prompts).to(device)
     text = None
     if not settings.tune_text_ln:
         with torch.no_grad():
             text = _text_features(model, tokens)
-    crops_of = _CropSource(samples, model.visual.input_resolution, settings.crop_scale,
-                           settings.min_crop_size, device, settings.crop_cache_mb)  # fmt: skip
+    crops_of = _CropSource(
+        samples,
+        model.visual.input_resolution,
+        settings.crop_scale,
+        settings.min_crop_size,
+        device,
+        settings.crop_cache_mb,
+    )
     labels_of = [torch.from_numpy(lab).to(device) for lab in samples.labels]
     num_images = len(samples.files)
     iters_per_epoch = math.ceil(num_images / settings.images_per_batch)
     for epoch in range(start, settings.epochs):
         order = epoch_order(num_images, settings.seed, epoch)
         total, count = 0.0, 0
-        bar = tqdm(range(iters_per_epoch), desc=f"renorm epoch {epoch + 1}/{settings.epochs}",
-                   unit="it", disable=not progress)  # fmt: skip
+        bar = tqdm(
+            range(iters_per_epoch),
+            desc=f"renorm epoch {epoch + 1}/{settings.epochs}",
+            unit="it",
+            disable=not progress,
+        )
         for it in bar:
             batch = order[it * settings.images_per_batch : (it + 1) * settings.images_per_batch]
             crops = torch.cat([crops_of(int(i)) for i in batch])
@@ -321,8 +357,10 @@ def train_layernorms(model, samples, settings, state=None, on_epoch_end=None, pr
             text_emb = text if text is not None else _text_features(model, tokens)
             loss = renormalization_loss(image_emb, text_emb, labels, settings.logit_scale)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"re-normalization loss is {loss.item()} (epoch "
-                                         f"{epoch + 1}, iteration {it + 1})")  # fmt: skip
+                raise FloatingPointError(
+                    f"re-normalization loss is {loss.item()} (epoch "
+                    f"{epoch + 1}, iteration {it + 1})"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
@@ -340,8 +378,10 @@ def train_layernorms(model, samples, settings, state=None, on_epoch_end=None, pr
         if on_epoch_end is not None:
             on_epoch_end(state)
         # After on_epoch_end: the line says the epoch is done (saved), never to be redone.
-        logger.info(f"re-normalization epoch {epoch + 1}/{settings.epochs}: mean loss "
-                    f"{state['losses'][-1]:.4f}")  # fmt: skip
+        logger.info(
+            f"re-normalization epoch {epoch + 1}/{settings.epochs}: mean loss "
+            f"{state['losses'][-1]:.4f}"
+        )
     for p in params.values():
         p.requires_grad_(False)
     assert_frozen_unchanged(model, snapshot)
@@ -379,8 +419,16 @@ def _source_is_fp16(clip_path):
 
 
 @torch.no_grad()
-def clean_domain_accuracy(model, images, labels, class_names, base_names, novel_names,
-                          prompts=DEFAULT_PROMPTS, batch_size=128):  # fmt: skip
+def clean_domain_accuracy(
+    model,
+    images,
+    labels,
+    class_names,
+    base_names,
+    novel_names,
+    prompts=DEFAULT_PROMPTS,
+    batch_size=128,
+):
     """Zero-shot accuracy of CLIP on whole images of its own (clean) domain, base and novel.
 
     A guard against re-normalization drift: tuning on base names only must not break what CLIP
@@ -396,8 +444,9 @@ def clean_domain_accuracy(model, images, labels, class_names, base_names, novel_
         x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).to(device)
         x = x.permute(0, 3, 1, 2).float() / 255
         if x.shape[-1] != resolution or x.shape[-2] != resolution:
-            x = F.interpolate(x, size=(resolution, resolution), mode="bicubic",
-                              align_corners=False).clamp(0, 1)  # fmt: skip
+            x = F.interpolate(
+                x, size=(resolution, resolution), mode="bicubic", align_corners=False
+            ).clamp(0, 1)
         emb = model.encode_image(((x - mean) / std).to(model.dtype)).float()
         preds.append((F.normalize(emb, dim=-1) @ text.T).argmax(dim=1).cpu())
     pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
@@ -418,18 +467,30 @@ def _drift(report, base_names, novel_names):
     base_ids = [names.index(n) for n in base_names]
     novel_ids = [names.index(n) for n in novel_names]
     out = {}
-    for key, rows, cols in (("base_predicted_novel", base_ids, novel_ids),
-                            ("novel_predicted_base", novel_ids, base_ids)):  # fmt: skip
+    for key, rows, cols in (
+        ("base_predicted_novel", base_ids, novel_ids),
+        ("novel_predicted_base", novel_ids, base_ids),
+    ):
         n = confusion[rows].sum() if rows else 0
         out[key] = float(confusion[np.ix_(rows, cols)].sum() / n) if n else None
     return out
 
 
 def renormalize_clip(
-    clip_path, output_dir, train_samples, val_dicts, val_classes, base_names, novel_names,
-    settings=RenormSettings(), resume=True, device="cpu", clean_domain=None, progress=True,
+    clip_path,
+    output_dir,
+    train_samples,
+    val_dicts,
+    val_classes,
+    base_names,
+    novel_names,
+    settings=RenormSettings(),
+    resume=True,
+    device="cpu",
+    clean_domain=None,
+    progress=True,
     info=None,
-):  # fmt: skip
+):
     """The whole re-normalization run: evaluate, train (resumably), save, evaluate, report.
 
     Args:
@@ -476,33 +537,48 @@ def renormalize_clip(
                 f"{state_path} has already {state['epoch']} epochs, more than --epochs "
                 f"{settings.epochs}; use another --output-dir or --no-resume"
             )
-        if state["epoch"] == settings.epochs and os.path.isfile(report_path) \
-                and os.path.isfile(ckpt_path):  # fmt: skip
+        if (
+            state["epoch"] == settings.epochs
+            and os.path.isfile(report_path)
+            and os.path.isfile(ckpt_path)
+        ):
             with open(report_path) as f:
                 report = json.load(f)
-            if report.get("epochs_done") == settings.epochs \
-                    and report.get("checkpoint_hash") == clip_checkpoint_hash(ckpt_path):  # fmt: skip
+            if report.get("epochs_done") == settings.epochs and report.get(
+                "checkpoint_hash"
+            ) == clip_checkpoint_hash(ckpt_path):
                 logger.info(f"{output_dir}: re-normalization already finished; nothing to do")
                 return report
         logger.info(f"resuming re-normalization after epoch {state['epoch']} from {state_path}")
 
     model = load_clip(clip_path, device=device)  # fp32 for training
-    eval_kw = dict(prompts=settings.prompts, scale=settings.crop_scale,
-                   min_size=settings.min_crop_size)  # fmt: skip
+    eval_kw = dict(
+        prompts=settings.prompts, scale=settings.crop_scale, min_size=settings.min_crop_size
+    )
     if state is None:
-        before = crop_classification_accuracy(model, val_dicts, val_classes, base_names,
-                                              novel_names, **eval_kw)  # fmt: skip
-        clean_before = (clean_domain_accuracy(model, *clean_domain, val_classes, base_names,
-                                              novel_names, settings.prompts)
-                        if clean_domain is not None else None)  # fmt: skip
+        before = crop_classification_accuracy(
+            model, val_dicts, val_classes, base_names, novel_names, **eval_kw
+        )
+        clean_before = (
+            clean_domain_accuracy(
+                model, *clean_domain, val_classes, base_names, novel_names, settings.prompts
+            )
+            if clean_domain is not None
+            else None
+        )
         # Plain JSON types (the report holds NumPy floats), so the state file loads weights-only.
         before, clean_before = json.loads(json.dumps([before, clean_before]))
         state = {"epoch": 0, "losses": [], "before": before, "clean_before": clean_before}
     before, clean_before = state["before"], state["clean_before"]
 
     def save_state(s):
-        full = dict(s, version=_STATE_VERSION, fingerprint=fingerprint, before=before,
-                    clean_before=clean_before)  # fmt: skip
+        full = dict(
+            s,
+            version=_STATE_VERSION,
+            fingerprint=fingerprint,
+            before=before,
+            clean_before=clean_before,
+        )
         with atomic_write(state_path) as f:
             torch.save(full, f)
 
@@ -510,18 +586,30 @@ def renormalize_clip(
         save_state(state)  # the "before" evaluation is not redone after a kill
     train_start, train_cpu = time.time(), time.process_time()
     negatives = list(novel_names) if settings.novel_negatives else []
-    state = train_layernorms(model, train_samples, settings, state=state, on_epoch_end=save_state,
-                             progress=progress, negative_names=negatives)  # fmt: skip
+    state = train_layernorms(
+        model,
+        train_samples,
+        settings,
+        state=state,
+        on_epoch_end=save_state,
+        progress=progress,
+        negative_names=negatives,
+    )
     train_seconds, train_cpu = time.time() - train_start, time.process_time() - train_cpu
     names = layernorm_parameter_names(model, settings.tune_text_ln)
     save_renormalized_checkpoint(model, ckpt_path, names, fp16=_source_is_fp16(clip_path))
 
     tuned = load_clip(ckpt_path, device=device)  # evaluate what downstream tools will load
-    after = crop_classification_accuracy(tuned, val_dicts, val_classes, base_names, novel_names,
-                                         **eval_kw)  # fmt: skip
-    clean_after = (clean_domain_accuracy(tuned, *clean_domain, val_classes, base_names,
-                                         novel_names, settings.prompts)
-                   if clean_domain is not None else None)  # fmt: skip
+    after = crop_classification_accuracy(
+        tuned, val_dicts, val_classes, base_names, novel_names, **eval_kw
+    )
+    clean_after = (
+        clean_domain_accuracy(
+            tuned, *clean_domain, val_classes, base_names, novel_names, settings.prompts
+        )
+        if clean_domain is not None
+        else None
+    )
     headline = ("base-among-all", "novel-among-all", "all", "num_base", "num_novel", "num_all")
     report = {
         "clip": os.fspath(clip_path),

@@ -9,6 +9,7 @@ because a novel box was ever read. The model is built and its weights checked by
 ezsd.predictor.build_detector (imported when an RPN is built: the offline code does not load the
 detector's modules at import time).
 """
+
 import os
 
 import numpy as np
@@ -30,15 +31,26 @@ class RPNCandidates:
             raise UserInputError(f"--rpn-weights: checkpoint not found: {weights}")
         from ezsd.predictor import build_detector
 
-        cfg = load_ezsd_config(config_file, ["MODEL.DEVICE", device, "MODEL.WEIGHTS", weights,
-                                             "MODEL.RPN.POST_NMS_TOPK_TEST", str(num_candidates),
-                                             "MODEL.RPN.PRE_NMS_TOPK_TEST",
-                                             str(max(num_candidates * 2, 1000))],
-                               opts_name="--rpn-config")  # fmt: skip
+        cfg = load_ezsd_config(
+            config_file,
+            [
+                "MODEL.DEVICE",
+                device,
+                "MODEL.WEIGHTS",
+                weights,
+                "MODEL.RPN.POST_NMS_TOPK_TEST",
+                str(num_candidates),
+                "MODEL.RPN.PRE_NMS_TOPK_TEST",
+                str(max(num_candidates * 2, 1000)),
+            ],
+            opts_name="--rpn-config",
+        )
         if cfg.MODEL.META_ARCHITECTURE != "ProposalNetwork":
-            raise UserInputError(f"--rpn-config {config_file}: MODEL.META_ARCHITECTURE is "
-                                 f"'{cfg.MODEL.META_ARCHITECTURE}'; the candidates come from an "
-                                 "RPN-only model ('ProposalNetwork')")  # fmt: skip
+            raise UserInputError(
+                f"--rpn-config {config_file}: MODEL.META_ARCHITECTURE is "
+                f"'{cfg.MODEL.META_ARCHITECTURE}'; the candidates come from an "
+                "RPN-only model ('ProposalNetwork')"
+            )
         try:
             self.model = build_detector(cfg, config_file)
         except UserInputError as e:

@@ -7,12 +7,19 @@ similar sizes and mixes, and the union of all shards is the whole list, each ima
 Under `torchrun --nproc-per-node N` each rank takes a shard: with `--num-shards K --shard-id i`
 as well (several nodes or jobs, each with N ranks), rank r of job i takes shard i*N + r of K*N.
 """
+
 import datetime
 import os
 
 import torch
 
-__all__ = ["image_order_key", "shard_records", "ShardSpec", "distributed_shard", "finish_distributed"]
+__all__ = [
+    "image_order_key",
+    "shard_records",
+    "ShardSpec",
+    "distributed_shard",
+    "finish_distributed",
+]
 
 
 def image_order_key(record):

@@ -1,5 +1,6 @@
 """Files of the source checkout (bundled configs, weights and tools), for the runners that use
 them by default (benchmarks, the ShapesOVD ablation). The package lies at projects/EZSD/ezsd."""
+
 import os
 
 __all__ = ["REPO", "checkout_path"]

@@ -1,4 +1,5 @@
 """Atomic file writes: a killed job never leaves a partial file under the final name."""
+
 import contextlib
 import hashlib
 import json
@@ -8,9 +9,13 @@ import tempfile
 from .errors import UserInputError
 
 __all__ = [
-    "atomic_write", "atomic_write_json", "remove_stale_temps", "check_writable_dir",
-    "resolve_data_path", "file_sha256",
-]  # fmt: skip
+    "atomic_write",
+    "atomic_write_json",
+    "remove_stale_temps",
+    "check_writable_dir",
+    "resolve_data_path",
+    "file_sha256",
+]
 
 
 @contextlib.contextmanager
@@ -20,7 +25,9 @@ def atomic_write(path, mode="wb"):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     try:
-        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+        fd, tmp_path = tempfile.mkstemp(
+            dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path)
+        )
     except OSError as e:  # name the folder the user can fix, not our random temp name
         raise type(e)(e.errno, e.strerror, directory) from None
     try:

@@ -4,6 +4,7 @@ A text-embedding file, a feature store or a model paired with another class list
 another vocabulary) fails silently with AP ~ 0, so every such pairing is checked with this and
 reported the same way: where the lists first differ.
 """
+
 from .errors import UserInputError
 
 __all__ = ["names_difference", "check_names_match"]

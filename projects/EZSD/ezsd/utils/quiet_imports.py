@@ -1,4 +1,5 @@
 """Importing pinned third-party modules without their deprecation notices, scoped to that import."""
+
 import contextlib
 import warnings
 

@@ -1,4 +1,5 @@
 """Optimiser helpers shared by the stand-alone training tools (small CLIP, backbone pre-training)."""
+
 import math
 
 
@@ -13,5 +14,7 @@ def decay_param_groups(model, weight_decay: float):
     """Two parameter groups: matrices and kernels with `weight_decay`, biases and norms without."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]

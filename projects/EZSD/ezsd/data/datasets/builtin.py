@@ -10,27 +10,31 @@ $DETECTRON2_DATASETS, and ShapesOVD's split.json is read, when a dataset or its 
 used (`DatasetCatalog.get`, or any attribute of `MetadataCatalog.get(name)`), so that importing
 ezsd reads no file and a bad file is reported by the step that needs it.
 """
+
 import functools
 import json
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
-
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES as LVIS_V1_CATEGORIES
+
+from ezsd.utils.errors import UserInputError
 
 from ..shapes_ovd import CATEGORY_NAMES as SHAPES_CATEGORY_NAMES
 from ..shapes_ovd import DEFAULT_NOVEL_CLASSES as SHAPES_DEFAULT_NOVEL_CLASSES
 from ..shapes_ovd.generator import validate_novel_classes
 from .coco_ovd_split import COCO_OVD_BASE_CLASSES, COCO_OVD_NOVEL_CLASSES
-from ezsd.utils.errors import UserInputError
-
 from .register_ovd import register_lvis_ovd_dataset, register_ovd_dataset
 
 # name: (image folder, json file, whether the json holds novel boxes)
 _COCO_OVD_SPLITS = {
-    "coco_ovd_train": ("coco/train2017", "coco/annotations/ovd_instances_train2017_base.json", False),
+    "coco_ovd_train": (
+        "coco/train2017",
+        "coco/annotations/ovd_instances_train2017_base.json",
+        False,
+    ),
     "coco_ovd_val": ("coco/val2017", "coco/annotations/ovd_instances_val2017_all.json", True),
 }
 # LVIS image paths come from each image's coco_url ("coco/" + "train2017/xxx.jpg").
@@ -108,20 +112,27 @@ def _register_coco_ovd(name, image_root, json_file, novel_annotated):
     root = _datasets_root()
     all_classes = COCO_OVD_BASE_CLASSES + COCO_OVD_NOVEL_CLASSES
     register_ovd_dataset(
-        name, os.path.join(root, json_file), os.path.join(root, image_root),
-        COCO_OVD_BASE_CLASSES, COCO_OVD_NOVEL_CLASSES, novel_annotated=novel_annotated,
+        name,
+        os.path.join(root, json_file),
+        os.path.join(root, image_root),
+        COCO_OVD_BASE_CLASSES,
+        COCO_OVD_NOVEL_CLASSES,
+        novel_annotated=novel_annotated,
         thing_classes=_in_id_order(
             all_classes if novel_annotated else COCO_OVD_BASE_CLASSES, COCO_CATEGORIES
         ),
-    )  # fmt: skip
+    )
 
 
 def _register_lvis_ovd(name, image_root, json_file, novel_annotated):
     root = _datasets_root()
     register_lvis_ovd_dataset(
-        name, os.path.join(root, json_file), os.path.join(root, image_root),
-        LVIS_V1_CATEGORIES, novel_annotated=novel_annotated,
-    )  # fmt: skip
+        name,
+        os.path.join(root, json_file),
+        os.path.join(root, image_root),
+        LVIS_V1_CATEGORIES,
+        novel_annotated=novel_annotated,
+    )
 
 
 def shapes_ovd_novel_classes(root):
@@ -134,8 +145,10 @@ def shapes_ovd_novel_classes(root):
         with open(split_file) as f:
             novel = json.load(f)["novel"]
     except (ValueError, KeyError, TypeError) as e:
-        raise UserInputError(f"{split_file}: not a ShapesOVD split file ({e!r}); "
-                             "regenerate the data with datasets/prepare_shapes_ovd.py") from None  # fmt: skip
+        raise UserInputError(
+            f"{split_file}: not a ShapesOVD split file ({e!r}); "
+            "regenerate the data with datasets/prepare_shapes_ovd.py"
+        ) from None
     if not isinstance(novel, list) or not all(isinstance(n, str) for n in novel):
         raise UserInputError(f"{split_file}: 'novel' must be a list of class names")
     # in category order whatever the file's order, so every process builds the same vocabulary
@@ -150,21 +163,32 @@ def _register_shapes_ovd(name, image_root, json_file, novel_annotated):
     novel = shapes_ovd_novel_classes(root)
     base = tuple(c for c in SHAPES_CATEGORY_NAMES if c not in novel)
     register_ovd_dataset(
-        name, os.path.join(root, json_file), os.path.join(root, image_root), base, novel,
+        name,
+        os.path.join(root, json_file),
+        os.path.join(root, image_root),
+        base,
+        novel,
         novel_annotated=novel_annotated,
         thing_classes=SHAPES_CATEGORY_NAMES if novel_annotated else base,
-    )  # fmt: skip
+    )
 
 
 def register_all_builtin():
-    for splits, register in ((_COCO_OVD_SPLITS, _register_coco_ovd),
-                             (_LVIS_OVD_SPLITS, _register_lvis_ovd),
-                             (_SHAPES_OVD_SPLITS, _register_shapes_ovd)):  # fmt: skip
+    for splits, register in (
+        (_COCO_OVD_SPLITS, _register_coco_ovd),
+        (_LVIS_OVD_SPLITS, _register_lvis_ovd),
+        (_SHAPES_OVD_SPLITS, _register_shapes_ovd),
+    ):
         for name, (image_root, json_file, novel_annotated) in splits.items():
-            _register_lazily(name, functools.partial(
-                register, image_root=image_root, json_file=json_file,
-                novel_annotated=novel_annotated,
-            ))  # fmt: skip
+            _register_lazily(
+                name,
+                functools.partial(
+                    register,
+                    image_root=image_root,
+                    json_file=json_file,
+                    novel_annotated=novel_annotated,
+                ),
+            )
 
 
 register_all_builtin()

@@ -5,6 +5,7 @@ An open-vocabulary dataset is an ordinary detectron2 dataset whose metadata also
 cover the base classes; evaluation splits hold all boxes and their ids cover base + novel. The
 loaders refuse a training json that carries a novel category, so no novel box ever reaches training.
 """
+
 import json
 import logging
 import math
@@ -22,9 +23,14 @@ logger = logging.getLogger(__name__)
 
 
 def register_ovd_dataset(
-    name, json_file, image_root, base_classes, novel_classes, novel_annotated=False,
+    name,
+    json_file,
+    image_root,
+    base_classes,
+    novel_classes,
+    novel_annotated=False,
     thing_classes=None,
-):  # fmt: skip
+):
     """Register a COCO-format open-vocabulary dataset (a user's own data goes through this too).
 
     Args:
@@ -49,18 +55,29 @@ def register_ovd_dataset(
         except json.JSONDecodeError as e:
             raise UserInputError(f"{json_file}: not valid JSON ({e})") from None
         except AssertionError as e:  # detectron2's Metadata refuses a changed thing_classes
-            raise UserInputError(f"{json_file}: categories differ from those registered for "
-                                 f"{name} ({e})") from None
+            raise UserInputError(
+                f"{json_file}: categories differ from those registered for {name} ({e})"
+            ) from None
         _check_not_empty(name, json_file, dicts)
-        _check_vocabulary(name, json_file, MetadataCatalog.get(name).thing_classes, expected,
-                          novel_classes, novel_annotated)  # fmt: skip
+        _check_vocabulary(
+            name,
+            json_file,
+            MetadataCatalog.get(name).thing_classes,
+            expected,
+            novel_classes,
+            novel_annotated,
+        )
         return sanitize_boxes(dicts, json_file)
 
     DatasetCatalog.register(name, load)
     meta = dict(
-        json_file=json_file, image_root=image_root, evaluator_type="coco",
-        base_classes=base_classes, novel_classes=novel_classes, novel_annotated=novel_annotated,
-    )  # fmt: skip
+        json_file=json_file,
+        image_root=image_root,
+        evaluator_type="coco",
+        base_classes=base_classes,
+        novel_classes=novel_classes,
+        novel_annotated=novel_annotated,
+    )
     if thing_classes is not None:
         meta["thing_classes"] = list(thing_classes)
     MetadataCatalog.get(name).set(**meta)
@@ -104,13 +121,15 @@ def register_lvis_ovd_dataset(name, json_file, image_root, categories, novel_ann
 
     DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(
-        json_file=json_file, image_root=image_root, evaluator_type="lvis",
+        json_file=json_file,
+        image_root=image_root,
+        evaluator_type="lvis",
         thing_classes=[c["synonyms"][0] for c in vocabulary],
         thing_dataset_id_to_contiguous_id=lvis_id_to_contiguous,
         base_classes=[c["synonyms"][0] for c in base],
         novel_classes=[c["synonyms"][0] for c in novel],
         novel_annotated=novel_annotated,
-    )  # fmt: skip
+    )
 
 
 def sanitize_boxes(dataset_dicts, source):
@@ -149,7 +168,9 @@ def _check_paths(name, json_file, image_root):
     for path, what in ((json_file, "annotation file"), (image_root, "image folder")):
         if not os.path.exists(path):
             root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-            hint = "" if os.path.isdir(root) else f" (its parent folder {root} does not exist either)"
+            hint = (
+                "" if os.path.isdir(root) else f" (its parent folder {root} does not exist either)"
+            )
             raise UserInputError(
                 f"{name}: {what} not found: {path}{hint}; set DETECTRON2_DATASETS to the folder "
                 "that holds the datasets (see datasets/README.md)"

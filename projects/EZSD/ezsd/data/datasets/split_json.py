@@ -1,4 +1,5 @@
 """Write open-vocabulary split jsons from official COCO/LVIS annotation files."""
+
 import json
 import logging
 

@@ -4,6 +4,7 @@ Both the CLIP domain and the detection scenes draw from the same family of backg
 itself is no domain gap: the gap between the domains is the camera (see `camera.py`) and the
 effects of cropping regions out of crowded scenes.
 """
+
 import colorsys
 
 import numpy as np
@@ -34,7 +35,7 @@ def render_background(h, w, rng, kinds=("solid", "gradient", "texture", "tiles")
     elif kind == "gradient":
         a = rng.uniform(0, 2 * np.pi)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        t = (np.cos(a) * xx / w + np.sin(a) * yy / h)
+        t = np.cos(a) * xx / w + np.sin(a) * yy / h
         t = ((t - t.min()) / max(float(np.ptp(t)), 1e-6))[..., None]
         img = c1 * (1 - t) + c2 * t
     elif kind == "texture":

@@ -13,6 +13,7 @@ and what normalization statistics can absorb; heavy blur and noise destroy infor
 re-normalization can restore. So the detection camera has a strong colour pipeline and mild
 optics, its colour strength chosen once by measurement (datasets/README.md).
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,8 +44,12 @@ class CameraShift:
 
 def camera_shift(colour, optics):
     """The camera of the given colour-pipeline and optics strengths (0 is neutral, 1 mild)."""
-    return CameraShift(gains=(1.10**colour, 1.0, 0.85**colour), contrast=0.75**colour,
-                       blur=0.6 * optics, noise=6.0 * optics)
+    return CameraShift(
+        gains=(1.10**colour, 1.0, 0.85**colour),
+        contrast=0.75**colour,
+        blur=0.6 * optics,
+        noise=6.0 * optics,
+    )
 
 
 DETECTION_CAMERA = camera_shift(colour=3.5, optics=1.0)

@@ -8,6 +8,7 @@ looks with base "donut"), so zero-shot transfer needs the concept, not a colour 
 Icons are drawn at twice their final size and downsampled (anti-aliasing); every draw varies in
 hue, saturation, brightness, aspect and rotation, so each class is a distribution, not a template.
 """
+
 import colorsys
 import math
 
@@ -22,8 +23,16 @@ __all__ = ["CATEGORY_FREQUENCY", "CATEGORY_NAMES", "DEFAULT_NOVEL_CLASSES", "ren
 _SPECS = {
     "tomato": ({"body": (222, 42, 32), "calyx": (40, 140, 40), "shine": (255, 170, 160)}, 30, 2),
     "brick": ({"body": (182, 58, 40), "mortar": (205, 198, 186)}, 20, 5),
-    "apple": ({"body": (196, 28, 44), "stem": (96, 60, 30), "leaf": (60, 150, 50),
-               "shine": (240, 150, 150)}, 25, 6),
+    "apple": (
+        {
+            "body": (196, 28, 44),
+            "stem": (96, 60, 30),
+            "leaf": (60, 150, 50),
+            "shine": (240, 150, 150),
+        },
+        25,
+        6,
+    ),
     "cherry": ({"berry": (176, 18, 40), "stem": (70, 120, 40), "shine": (236, 130, 140)}, 30, 13),
     "lemon": ({"body": (250, 224, 52), "shine": (255, 246, 165)}, 40, 4),
     "banana": ({"body": (246, 214, 62), "tip": (92, 62, 30)}, 45, 23),
@@ -44,8 +53,16 @@ _SPECS = {
     "clock": ({"face": (246, 246, 240), "rim": (40, 40, 44), "hand": (30, 30, 30)}, 0, 22),
     "cup": ({"body": (48, 98, 196), "rim": (170, 196, 240), "coffee": (90, 56, 30)}, 10, 18),
     "umbrella": ({"canopy": (40, 84, 200), "rib": (120, 150, 230), "handle": (60, 40, 30)}, 25, 9),
-    "donut": ({"dough": (186, 124, 64), "icing": (238, 140, 186),
-               "sprinkle1": (250, 250, 250), "sprinkle2": (70, 160, 220)}, 0, 15),
+    "donut": (
+        {
+            "dough": (186, 124, 64),
+            "icing": (238, 140, 186),
+            "sprinkle1": (250, 250, 250),
+            "sprinkle2": (70, 160, 220),
+        },
+        0,
+        15,
+    ),
 }
 
 CATEGORY_NAMES = tuple(_SPECS)
@@ -98,7 +115,7 @@ def _brick(d, s, p, rng):
         d.line((0, y, s, y), fill=p["mortar"], width=w)
     for i in range(rows):
         y0, y1 = top + (bottom - top) * i / rows, top + (bottom - top) * (i + 1) / rows
-        for x in ((s * 0.33, s * 0.67) if i % 2 == 0 else (s * 0.5,)):
+        for x in (s * 0.33, s * 0.67) if i % 2 == 0 else (s * 0.5,):
             d.line((x, y0, x, y1), fill=p["mortar"], width=w)
 
 
@@ -148,8 +165,11 @@ def _lime(d, s, p, rng):
     w = max(2, int(s * 0.03))
     for k in range(8):
         a = k * math.pi / 4
-        d.line((s * 0.5, s * 0.5, s * 0.5 + s * 0.37 * math.cos(a), s * 0.5 + s * 0.37 * math.sin(a)),
-               fill=p["pith"], width=w)
+        d.line(
+            (s * 0.5, s * 0.5, s * 0.5 + s * 0.37 * math.cos(a), s * 0.5 + s * 0.37 * math.sin(a)),
+            fill=p["pith"],
+            width=w,
+        )
 
 
 def _leaf(d, s, p, rng):
@@ -183,8 +203,16 @@ def _tire(d, s, p, rng):
     for k in range(16):
         a = k * math.pi / 8
         c, sn = math.cos(a), math.sin(a)
-        d.line((s * 0.5 + s * 0.36 * c, s * 0.5 + s * 0.36 * sn, s * 0.5 + s * 0.47 * c,
-                s * 0.5 + s * 0.47 * sn), fill=p["tread"], width=w)
+        d.line(
+            (
+                s * 0.5 + s * 0.36 * c,
+                s * 0.5 + s * 0.36 * sn,
+                s * 0.5 + s * 0.47 * c,
+                s * 0.5 + s * 0.47 * sn,
+            ),
+            fill=p["tread"],
+            width=w,
+        )
     _circle(d, s * 0.5, s * 0.5, s * 0.25, p["hub"])
     _circle(d, s * 0.5, s * 0.5, s * 0.08, p["rubber"])
 
@@ -200,8 +228,11 @@ def _snowflake(d, s, p, rng):
             bx, by = c + s * t * ca, c + s * t * sa
             for side in (-1, 1):
                 b = a + side * math.pi / 4
-                d.line((bx, by, bx + s * 0.12 * math.cos(b), by + s * 0.12 * math.sin(b)),
-                       fill=p["ice"], width=max(2, w - 1))
+                d.line(
+                    (bx, by, bx + s * 0.12 * math.cos(b), by + s * 0.12 * math.sin(b)),
+                    fill=p["ice"],
+                    width=max(2, w - 1),
+                )
         d.line((c, c, c + s * 0.48 * ca, c + s * 0.48 * sa), fill=p["ice"], width=w)
     _circle(d, c, c, s * 0.07, p["ice"])
 
@@ -237,8 +268,10 @@ def _fish(d, s, p, rng):
 def _pear(d, s, p, rng):
     _circle(d, s * 0.5, s * 0.68, s * 0.3, p["body"])
     _circle(d, s * 0.5, s * 0.36, s * 0.18, p["body"])
-    d.polygon([(s * 0.33, s * 0.38), (s * 0.67, s * 0.38), (s * 0.79, s * 0.62), (s * 0.21, s * 0.62)],
-              fill=p["body"])
+    d.polygon(
+        [(s * 0.33, s * 0.38), (s * 0.67, s * 0.38), (s * 0.79, s * 0.62), (s * 0.21, s * 0.62)],
+        fill=p["body"],
+    )
     d.ellipse((s * 0.32, s * 0.56, s * 0.42, s * 0.72), fill=p["shine"])
     d.line((s * 0.5, s * 0.2, s * 0.55, s * 0.02), fill=p["stem"], width=max(2, int(s * 0.045)))
 
@@ -246,8 +279,10 @@ def _pear(d, s, p, rng):
 def _tree(d, s, p, rng):
     d.rectangle((s * 0.42, s * 0.72, s * 0.58, s * 0.99), fill=p["trunk"])
     for top, bottom, half in ((0.02, 0.4, 0.24), (0.2, 0.6, 0.34), (0.38, 0.8, 0.46)):
-        d.polygon([(s * 0.5, s * top), (s * (0.5 + half), s * bottom), (s * (0.5 - half), s * bottom)],
-                  fill=p["crown"])
+        d.polygon(
+            [(s * 0.5, s * top), (s * (0.5 + half), s * bottom), (s * (0.5 - half), s * bottom)],
+            fill=p["crown"],
+        )
 
 
 def _hat(d, s, p, rng):
@@ -276,12 +311,23 @@ def _clock(d, s, p, rng):
     for k in range(12):
         a = k * math.pi / 6
         c, sn = math.cos(a), math.sin(a)
-        d.line((s * 0.5 + s * 0.33 * c, s * 0.5 + s * 0.33 * sn, s * 0.5 + s * 0.4 * c,
-                s * 0.5 + s * 0.4 * sn), fill=p["hand"], width=w)
+        d.line(
+            (
+                s * 0.5 + s * 0.33 * c,
+                s * 0.5 + s * 0.33 * sn,
+                s * 0.5 + s * 0.4 * c,
+                s * 0.5 + s * 0.4 * sn,
+            ),
+            fill=p["hand"],
+            width=w,
+        )
     hour, minute = rng.uniform(0, 2 * math.pi, 2)
     for a, r, width in ((hour, 0.22, 2 * w), (minute, 0.33, w)):
-        d.line((s * 0.5, s * 0.5, s * 0.5 + s * r * math.sin(a), s * 0.5 - s * r * math.cos(a)),
-               fill=p["hand"], width=width)
+        d.line(
+            (s * 0.5, s * 0.5, s * 0.5 + s * r * math.sin(a), s * 0.5 - s * r * math.cos(a)),
+            fill=p["hand"],
+            width=width,
+        )
 
 
 def _cup(d, s, p, rng):
@@ -313,8 +359,11 @@ def _donut(d, s, p, rng):
         a, r = rng.uniform(0, 2 * math.pi), s * rng.uniform(0.22, 0.34)
         x, y = s * 0.5 + r * math.cos(a), s * 0.49 + r * math.sin(a)
         b = rng.uniform(0, math.pi)
-        d.line((x, y, x + s * 0.05 * math.cos(b), y + s * 0.05 * math.sin(b)),
-               fill=p["sprinkle1" if k % 2 else "sprinkle2"], width=w)
+        d.line(
+            (x, y, x + s * 0.05 * math.cos(b), y + s * 0.05 * math.sin(b)),
+            fill=p["sprinkle1" if k % 2 else "sprinkle2"],
+            width=w,
+        )
     _circle(d, s * 0.5, s * 0.5, s * 0.15, (0, 0, 0, 0))
 
 
@@ -337,5 +386,6 @@ def render_icon(category, size, rng):
         im = im.rotate(rng.uniform(-max_rot, max_rot), resample=Image.BILINEAR, expand=True)
     im = im.crop(im.getchannel("A").point(lambda a: 255 if a > 127 else 0).getbbox())
     scale = size / max(im.size)
-    return im.resize((max(2, round(im.width * scale)), max(2, round(im.height * scale))),
-                     Image.LANCZOS)
+    return im.resize(
+        (max(2, round(im.width * scale)), max(2, round(im.height * scale))), Image.LANCZOS
+    )

@@ -10,6 +10,7 @@ Optionally a fraction of the images shows no category at all (background and dis
 captioned without a category name, as countless web images show none of COCO's classes: a CLIP
 that has seen them is unsure on background crops, which CLIP proposals and distillation rely on.
 """
+
 import math
 
 import numpy as np
@@ -19,9 +20,12 @@ from .backgrounds import draw_clutter, render_background
 from .categories import CATEGORY_NAMES, render_icon
 
 __all__ = [
-    "BACKGROUND_CAPTIONS", "BACKGROUND_LABEL", "CAPTION_TEMPLATES", "HELD_OUT_SEED_OFFSET",
+    "BACKGROUND_CAPTIONS",
+    "BACKGROUND_LABEL",
+    "CAPTION_TEMPLATES",
+    "HELD_OUT_SEED_OFFSET",
     "render_clip_pairs",
-]  # fmt: skip
+]
 
 CAPTION_TEMPLATES = (
     "a photo of a {}",
@@ -66,11 +70,19 @@ def _crop_square(canvas, box, rng, size):
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     k = rng.uniform(1.0, 1.5)
     hw, hh = (x1 - x0) * k / 2, (y1 - y0) * k / 2
-    crop = canvas.crop((max(0, round(cx - hw)), max(0, round(cy - hh)),
-                        min(canvas.width, round(cx + hw)), min(canvas.height, round(cy + hh))))
+    crop = canvas.crop(
+        (
+            max(0, round(cx - hw)),
+            max(0, round(cy - hh)),
+            min(canvas.width, round(cx + hw)),
+            min(canvas.height, round(cy + hh)),
+        )
+    )
     side = round(2 * max(hw, hh))
     square = Image.new("RGB", (side, side))
-    square.paste(crop, (round(max(0, cx - hw) - (cx - side / 2)), round(max(0, cy - hh) - (cy - side / 2))))
+    square.paste(
+        crop, (round(max(0, cx - hw) - (cx - side / 2)), round(max(0, cy - hh) - (cy - side / 2)))
+    )
     return square.resize((size, size), Image.BICUBIC)
 
 

@@ -1,4 +1,5 @@
 """Write a ShapesOVD dataset: images plus COCO-format train.json (base boxes) and val.json (all)."""
+
 import dataclasses
 import os
 
@@ -24,8 +25,10 @@ def validate_novel_classes(novel_classes):
     novel = tuple(novel_classes)
     for name in novel:
         if name not in CATEGORY_NAMES:
-            raise UserInputError(f"--novel: {name!r} is not a ShapesOVD category; valid names: "
-                                 f"{','.join(CATEGORY_NAMES)}")
+            raise UserInputError(
+                f"--novel: {name!r} is not a ShapesOVD category; valid names: "
+                f"{','.join(CATEGORY_NAMES)}"
+            )
     if not novel or len(set(novel)) == len(CATEGORY_NAMES):
         raise UserInputError("--novel: needs at least one novel and at least one base category")
     return tuple(n for n in CATEGORY_NAMES if n in novel)
@@ -57,7 +60,9 @@ def _write_split(out_dir, split, seed, num, image_size, keep, progress):
         file_name = f"{index:06d}.jpg"
         with atomic_write(os.path.join(folder, file_name)) as f:
             image.save(f, format="JPEG", quality=JPEG_QUALITY)
-        images.append({"id": index + 1, "file_name": file_name, "height": image_size, "width": image_size})
+        images.append(
+            {"id": index + 1, "file_name": file_name, "height": image_size, "width": image_size}
+        )
         for cat, mask in objects:
             if keep[cat]:
                 annotations.append(_annotation(len(annotations) + 1, index + 1, cat, mask))
@@ -66,8 +71,15 @@ def _write_split(out_dir, split, seed, num, image_size, keep, progress):
     return images, annotations, unlabeled
 
 
-def generate_shapes_ovd(out_dir, seed=0, num_train=1000, num_val=200,
-                        novel_classes=DEFAULT_NOVEL_CLASSES, image_size=256, progress=False):
+def generate_shapes_ovd(
+    out_dir,
+    seed=0,
+    num_train=1000,
+    num_val=200,
+    novel_classes=DEFAULT_NOVEL_CLASSES,
+    image_size=256,
+    progress=False,
+):
     """Write out_dir/{train,val}.json and the images under out_dir/{train,val}/.
 
     train.json lists only base categories and base boxes; novel objects are drawn in the training
@@ -84,21 +96,41 @@ def generate_shapes_ovd(out_dir, seed=0, num_train=1000, num_val=200,
             raise UserInputError(f"{flag}: {num} images; a split needs at least 1")
     check_writable_dir(out_dir, "--out")
     is_novel = [n in novel for n in CATEGORY_NAMES]
-    categories = [{"id": i + 1, "name": n, "supercategory": "object",
-                   "split": "novel" if is_novel[i] else "base"} for i, n in enumerate(CATEGORY_NAMES)]
-    info = {"description": "ShapesOVD (see datasets/README.md)", "seed": seed,
-            "novel_classes": list(novel), "camera": dataclasses.asdict(DETECTION_CAMERA)}
-    for split, num, keep in (("train", num_train, [not x for x in is_novel]),
-                             ("val", num_val, [True] * len(CATEGORY_NAMES))):
-        images, annotations, unlabeled = _write_split(out_dir, split, seed, num, image_size, keep,
-                                                      progress)
+    categories = [
+        {
+            "id": i + 1,
+            "name": n,
+            "supercategory": "object",
+            "split": "novel" if is_novel[i] else "base",
+        }
+        for i, n in enumerate(CATEGORY_NAMES)
+    ]
+    info = {
+        "description": "ShapesOVD (see datasets/README.md)",
+        "seed": seed,
+        "novel_classes": list(novel),
+        "camera": dataclasses.asdict(DETECTION_CAMERA),
+    }
+    for split, num, keep in (
+        ("train", num_train, [not x for x in is_novel]),
+        ("val", num_val, [True] * len(CATEGORY_NAMES)),
+    ):
+        images, annotations, unlabeled = _write_split(
+            out_dir, split, seed, num, image_size, keep, progress
+        )
         # The novel objects drawn in training images without a box (the negatives COCO also has).
         split_info = dict(info, split=split, unlabeled_novel_objects=unlabeled)
-        coco = {"info": split_info, "images": images, "annotations": annotations,
-                "categories": [c for c in categories if keep[c["id"] - 1]]}
+        coco = {
+            "info": split_info,
+            "images": images,
+            "annotations": annotations,
+            "categories": [c for c in categories if keep[c["id"] - 1]],
+        }
         atomic_write_json(os.path.join(out_dir, f"{split}.json"), coco)
     # Read by the dataset registration (ezsd/data/datasets/builtin.py): a folder generated with
     # another --novel registers with its own base/novel split.
-    atomic_write_json(os.path.join(out_dir, "split.json"),
-                      {"base": [n for n in CATEGORY_NAMES if n not in novel], "novel": list(novel)})
+    atomic_write_json(
+        os.path.join(out_dir, "split.json"),
+        {"base": [n for n in CATEGORY_NAMES if n not in novel], "novel": list(novel)},
+    )
     return out_dir

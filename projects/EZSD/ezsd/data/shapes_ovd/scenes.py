@@ -1,4 +1,5 @@
 """Detection images: several icons on textured clutter, with occlusion, seen by the shifted camera."""
+
 import math
 
 import numpy as np
@@ -23,7 +24,7 @@ def _place(owner, visible, full, mask, rng):
     h, w = mask.shape
     for _ in range(PLACEMENT_TRIES):
         y, x = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
-        under = owner[y:y + h, x:x + w][mask]
+        under = owner[y : y + h, x : x + w][mask]
         lost = np.bincount(under[under >= 0], minlength=len(full))
         if np.all(visible - lost >= MIN_VISIBLE * full):
             return y, x, lost
@@ -36,8 +37,9 @@ def render_scene(rng, size=256, camera=DETECTION_CAMERA):
     Returns (PIL RGB image, objects); each object is (category index, visible-pixel mask), the
     mask being what the box and area are measured on (COCO boxes are boxes of the visible part).
     """
-    im = Image.fromarray(render_background(size, size, rng, ("texture", "tiles", "gradient"))
-                         .astype(np.uint8))
+    im = Image.fromarray(
+        render_background(size, size, rng, ("texture", "tiles", "gradient")).astype(np.uint8)
+    )
     draw_clutter(im, rng, int(rng.integers(6, 20)))
     lo, hi = (max(8.0, s * size / 256) for s in OBJECT_SIDE_AT_256)
     owner = np.full((size, size), -1, dtype=np.int16)
@@ -51,7 +53,7 @@ def render_scene(rng, size=256, camera=DETECTION_CAMERA):
             continue
         y, x, lost = spot
         im.paste(icon, (x, y), icon)
-        owner[y:y + mask.shape[0], x:x + mask.shape[1]][mask] = len(cats)
+        owner[y : y + mask.shape[0], x : x + mask.shape[1]][mask] = len(cats)
         visible = np.append(visible - lost, mask.sum())
         full = np.append(full, mask.sum())
         cats.append(cat)

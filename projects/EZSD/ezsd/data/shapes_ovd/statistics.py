@@ -1,4 +1,5 @@
 """The open-vocabulary proportions of a COCO-format split, to set beside COCO's (datasets/README.md)."""
+
 import json
 from collections import Counter
 
@@ -28,8 +29,11 @@ def split_statistics(json_file, novel_classes):
         "instances": total,
         "objects_per_image": total / max(1, len(coco["images"])),
         "novel_share": sum(n for c, n in counts.items() if c in novel) / max(1, total),
-        "small_medium_large": [small / max(1, total), (total - small - large) / max(1, total),
-                               large / max(1, total)],
+        "small_medium_large": [
+            small / max(1, total),
+            (total - small - large) / max(1, total),
+            large / max(1, total),
+        ],
         "instances_per_category": dict(counts.most_common()),
     }
 
@@ -37,9 +41,13 @@ def split_statistics(json_file, novel_classes):
 def format_statistics(stats, novel_classes):
     """A few lines for a terminal: the proportions, then each category's count (novel starred)."""
     s, m, l = (round(100 * x) for x in stats["small_medium_large"])
-    per_category = ", ".join(f"{c}{'*' if c in novel_classes else ''} {n}"
-                             for c, n in stats["instances_per_category"].items())
-    return (f"{stats['images']} images, {stats['instances']} objects "
-            f"({stats['objects_per_image']:.1f} per image), novel share "
-            f"{100 * stats['novel_share']:.1f}%, small/medium/large {s}/{m}/{l}%\n"
-            f"  objects per category (* novel): {per_category}")
+    per_category = ", ".join(
+        f"{c}{'*' if c in novel_classes else ''} {n}"
+        for c, n in stats["instances_per_category"].items()
+    )
+    return (
+        f"{stats['images']} images, {stats['instances']} objects "
+        f"({stats['objects_per_image']:.1f} per image), novel share "
+        f"{100 * stats['novel_share']:.1f}%, small/medium/large {s}/{m}/{l}%\n"
+        f"  objects per category (* novel): {per_category}"
+    )
