@@ -4,6 +4,7 @@
 Runtime dependencies are pinned in requirements.txt and installed by `make`; detectron2 itself has
 no PyPI release, so it is not listed here (see README, "Installation").
 """
+
 from setuptools import find_packages, setup
 
 setup(
