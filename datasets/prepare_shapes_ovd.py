@@ -2,7 +2,8 @@
 """Generate the ShapesOVD dataset (COCO-format train/val jsons plus images); see datasets/README.md.
 
 python datasets/prepare_shapes_ovd.py                      # -> $DETECTRON2_DATASETS/shapes_ovd
-python datasets/prepare_shapes_ovd.py --seed 1 --novel cherry,pear,cup,hat,banana,cloud  # another world
+# another world:
+python datasets/prepare_shapes_ovd.py --seed 1 --novel cherry,pear,cup,hat,banana,cloud
 python datasets/prepare_shapes_ovd.py --list-categories
 """
 

@@ -1,4 +1,5 @@
-"""build_resnet_fpn_backbone_any_depth: detectron2's ResNet-FPN for a ResNet stopping at any stage."""
+"""build_resnet_fpn_backbone_any_depth: detectron2's ResNet-FPN for a ResNet stopping at any
+stage."""
 
 import torch
 from detectron2.layers import ShapeSpec

@@ -1,4 +1,5 @@
-"""Open-vocabulary dataset registration: base/novel bookkeeping, no novel box in training, bad input."""
+"""Open-vocabulary dataset registration: base/novel bookkeeping, no novel box in training, bad
+input."""
 
 import json
 import logging

@@ -35,9 +35,9 @@ def demo_module():
 
 @pytest.fixture
 def demo(demo_module, monkeypatch):
-    """ezsd.demo (tools/demo.py's command line), to run its main() in this process; its log handlers are left out
-    (detectron2's setup_logger binds them once to the sys.stdout of the moment, which pytest's
-    capture replaces from test to test)."""
+    """ezsd.demo (tools/demo.py's command line), to run its main() in this process; its log
+    handlers are left out (detectron2's setup_logger binds them once to the sys.stdout of the
+    moment, which pytest's capture replaces from test to test)."""
     monkeypatch.setattr(demo_module, "setup_logger", lambda *args, **kwargs: None)
     monkeypatch.setattr(logging.getLogger("ezsd"), "handlers", [])
     return demo_module
@@ -46,7 +46,8 @@ def demo(demo_module, monkeypatch):
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """Images, a tiny CLIP, text embeddings of shapes_ovd_{train,val} and a 'trained' (random)
-    model saved as a training run does: run/model_final.pth, run/last_checkpoint, run/config.yaml."""
+    model saved as a training run does: run/model_final.pth, run/last_checkpoint,
+    run/config.yaml."""
     root = tmp_path_factory.mktemp("demo")
     images = root / "images"
     images.mkdir()

@@ -1,4 +1,5 @@
-"""CLIP re-normalization (ezsd.offline.renormalization and its command line, tools/finetune_clip.py).
+"""CLIP re-normalization (ezsd.offline.renormalization and its command line,
+tools/finetune_clip.py).
 
 Tiny on purpose: a random ViT CLIP with 32 px input and 6 + 2 images of 64 px with coloured boxes;
 the file runs in a few seconds on two CPU cores.

@@ -1,6 +1,7 @@
 """The set-up: the interpreter running the tests imports a consistent stack and this checkout's
-ezsd; detectron2 runs R-CNNs. Runs in `make`'s .venv or in one's own environment (README: `python
--m pytest tests`); the exact pins of requirements.txt are checked only in the .venv `make` builds."""
+ezsd; detectron2 runs R-CNNs. Runs in `make`'s .venv or in one's own environment (README:
+`python -m pytest tests`); the exact pins of requirements.txt are checked only in the .venv
+`make` builds."""
 
 import os
 import subprocess
@@ -47,7 +48,8 @@ def test_the_stack_imports_and_is_consistent():
 
 @pytest.mark.skipif(
     os.path.realpath(sys.prefix) != os.path.realpath(os.path.join(REPO, ".venv")),
-    reason="exact pins are make's .venv's promise; another environment only needs a consistent stack",
+    reason="exact pins are make's .venv's promise; "
+    "another environment only needs a consistent stack",
 )
 def test_make_venv_holds_the_pinned_versions():
     _, torch_version, torchvision_version, _, _ = _stack()

@@ -32,10 +32,11 @@ from train_workspace import CONFIG, run_tool, train_args
 #   GT appended): detectron2's ROI losses average over each process's ROIs, which equals the
 #   batch average only when every image has as many ROIs;
 # - GroupNorm instead of BatchNorm (batch statistics of one batch of 2 and two batches of 1 differ).
-# The runs then agree to 2e-5-3e-3 of the distance the weights travel; a 1e-6 relative perturbation of
-# the initial weights moves one process by 1e-3. Before the fix of issue 23 item 6 the distillation
-# loss was averaged over each process's own regions (a region of an image with 3 weighed 3x one of
-# an image with 9): 2 processes ended 0.14 of that distance away (0.28 with SGD at 0.02).
+# The runs then agree to 2e-5-3e-3 of the distance the weights travel; a 1e-6 relative
+# perturbation of the initial weights moves one process by 1e-3. Before the fix of issue 23 item 6
+# the distillation loss was averaged over each process's own regions (a region of an image with 3
+# weighed 3x one of an image with 9): 2 processes ended 0.14 of that distance away (0.28 with SGD
+# at 0.02).
 SMALL = [
     "SOLVER.MAX_ITER",
     6,

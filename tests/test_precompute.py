@@ -1,4 +1,5 @@
-"""CLIP proposals and region-feature pre-computation (ezsd.offline, tools/precompute_clip_features.py).
+"""CLIP proposals and region-feature pre-computation (ezsd.offline,
+tools/precompute_clip_features.py).
 
 Tiny on purpose: a few 64 px ShapesOVD images, a random ViT CLIP with 32 px input, 96 anchors per
 image; the whole file runs in well under a minute on two CPU cores.

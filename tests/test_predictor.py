@@ -1,4 +1,5 @@
-"""EZSD's cosine classifier, semantic regression, vocabulary swap and distillation loss (CPU, tiny)."""
+"""EZSD's cosine classifier, semantic regression, vocabulary swap and distillation loss
+(CPU, tiny)."""
 
 import math
 

@@ -1,5 +1,6 @@
-"""tools/run_pipeline.py (ezsd.shapes_pipeline) reuses a stage's outputs only when they were made from the inputs asked
-for now, and results.json records every input that decides its figures (no tool is run here)."""
+"""tools/run_pipeline.py (ezsd.shapes_pipeline) reuses a stage's outputs only when they were
+made from the inputs asked for now, and results.json records every input that decides its figures
+(no tool is run here)."""
 
 import json
 import os

@@ -1,4 +1,5 @@
-"""ShapesOVD generator: determinism, COCO validity, base/novel split, box validity, CLI, CLIP pairs."""
+"""ShapesOVD generator: determinism, COCO validity, base/novel split, box validity, CLI, CLIP
+pairs."""
 
 import json
 import os

@@ -7,8 +7,9 @@ It bounds what distillation from this CLIP can give:
   --regions gt                  perfect localization, region embeddings equal to CLIP's
   --regions PROPOSALS_DIR       CLIP on its own proposals (precompute_clip_features.py's
                                 proposals folder; ViLD's "CLIP on cropped regions")
-  --regions RESULTS.json        a trained detector's boxes (its inference/coco_instances_results.json)
-                                re-classified by CLIP: the AP it would reach with perfect distillation
+  --regions RESULTS.json        a trained detector's boxes (its
+                                inference/coco_instances_results.json) re-classified by
+                                CLIP: the AP it would reach with perfect distillation
 Example:
   tools/eval_clip_regions.py --clip weights/shapes_clip_vit.pt --dataset shapes_ovd_val \\
       --regions output/demo/train/inference/shapes_ovd_val/coco_instances_results.json --output out/
@@ -141,7 +142,8 @@ def main(argv=None):
     )
     atomic_write_json(os.path.join(args.output, "clip_regions.json"), report, indent=1)
     logger.info(
-        f"{len(evaluated)} images, regions from {args.regions}; report in {args.output}/clip_regions.json"
+        f"{len(evaluated)} images, regions from {args.regions}; "
+        f"report in {args.output}/clip_regions.json"
     )
     return report
 

@@ -117,7 +117,8 @@ def class_aware_clip_loss(model, images, tokens, labels):
 
 
 def name_embeddings(model, args):
-    """L2-normalised text embeddings of "a photo of a {}" for every category, in CATEGORY_NAMES order."""
+    """L2-normalised text embeddings of "a photo of a {}" for every category, in CATEGORY_NAMES
+    order."""
     prompts = clip.tokenize(
         [f"a photo of a {n}" for n in CATEGORY_NAMES], context_length=args.context_length
     )
@@ -190,7 +191,8 @@ def main(argv=None):
         running.append(loss.item())
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             print(
-                f"step {step + 1:4d}  loss {np.mean(running):.3f}  lr {sched.get_last_lr()[0]:.2e}  "
+                f"step {step + 1:4d}  loss {np.mean(running):.3f}  "
+                f"lr {sched.get_last_lr()[0]:.2e}  "
                 f"scale {model.logit_scale.exp().item():.1f}  {time.time() - start:.0f}s",
                 flush=True,
             )

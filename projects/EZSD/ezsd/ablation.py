@@ -103,7 +103,8 @@ def run_variant(args, variant):
 
 def markdown_table(results):
     lines = [
-        "| variant | adds | AP50 base | AP50 novel | AP50 all | AP novel | paper: novel AP50 gain |",
+        "| variant | adds | AP50 base | AP50 novel | AP50 all | AP novel "
+        "| paper: novel AP50 gain |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
     for variant, r in results.items():

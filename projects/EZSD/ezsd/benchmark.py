@@ -389,7 +389,8 @@ def bench_features(args, clip, out, fig, ctx):
     for i in range(chunks):
         upto = round(num_images * (i + 1) / chunks)
         log(
-            f"features: the features stage (read image, crop 1.2x, encode, write), images up to {upto} ..."
+            "features: the features stage (read image, crop 1.2x, encode, write), "
+            f"images up to {upto} ..."
         )
         _sync(args.device)
         start, cpu = time.perf_counter(), time.process_time()
@@ -414,8 +415,9 @@ def bench_features(args, clip, out, fig, ctx):
         cpu_time_ratio=(regions / cpu_seconds) / statistics.mean(ceilings_cpu),
     )
     log(
-        f"features: {fig['features_regions_per_s']:.1f} regions/s ({regions} regions of {num_images} "
-        f"images in {seconds:.1f} s); encoder alone {fig['encoder_ceiling_regions_per_s']:.1f} regions/s"
+        f"features: {fig['features_regions_per_s']:.1f} regions/s "
+        f"({regions} regions of {num_images} images in {seconds:.1f} s); "
+        f"encoder alone {fig['encoder_ceiling_regions_per_s']:.1f} regions/s"
     )
     return folder
 
@@ -446,7 +448,8 @@ def bench_proposals(args, clip, out, fig, ctx):
         )
         log(
             f"proposals: {mode}: {modes[mode]['crops_per_image']:.0f} crops/image, novel R@300 "
-            f"{modes[mode]['recall300']:.3f} ({recall['gt_boxes']} novel boxes), {summary['seconds']:.1f} s"
+            f"{modes[mode]['recall300']:.3f} ({recall['gt_boxes']} novel boxes), "
+            f"{summary['seconds']:.1f} s"
         )
     for mode in modes:
         fig[f"proposals_{mode}_crops_per_image"] = modes[mode]["crops_per_image"]
@@ -548,7 +551,8 @@ def bench_storage(args, clip, store_dir, out, fig, ctx):
     log(
         f"storage: {fig['bytes_per_region']:.0f} B/region ({embeddings.shape[1]}-d), "
         f"{fig['bytes_per_region_512']:.0f} B/region (512-d); official JSON layout "
-        f"{fig['official_json_bytes_per_region']:.0f} / {fig['official_json_bytes_per_region_512']:.0f} B/region"
+        f"{fig['official_json_bytes_per_region']:.0f} / "
+        f"{fig['official_json_bytes_per_region_512']:.0f} B/region"
     )
 
 
@@ -701,7 +705,8 @@ def bench_training(args, clip, store_dir, base, out, fig, ctx):
     ]
     log(
         f"train: {cfg.MODEL.BACKBONE.NAME} depth {cfg.MODEL.RESNETS.DEPTH}, batch "
-        f"{cfg.SOLVER.IMS_PER_BATCH}, {args.warmup_iters} warm-up + {args.iters} timed iterations each, "
+        f"{cfg.SOLVER.IMS_PER_BATCH}, {args.warmup_iters} warm-up + {args.iters} "
+        "timed iterations each, "
         "interleaved (EZSD first in even rounds, vanilla first in odd ones)"
     )
     for i in range(args.warmup_iters):
@@ -715,7 +720,8 @@ def bench_training(args, clip, store_dir, base, out, fig, ctx):
         took = {run.name: run.step(record=True) for run in order}
         log(
             f"train: round {i + 1}/{args.iters}: ezsd {took['ezsd'][0]:.3f} s (data "
-            f"{took['ezsd'][1]:.3f}), vanilla {took['vanilla'][0]:.3f} s (data {took['vanilla'][1]:.3f})"
+            f"{took['ezsd'][1]:.3f}), vanilla {took['vanilla'][0]:.3f} s "
+            f"(data {took['vanilla'][1]:.3f})"
         )
     ezsd_run, vanilla_run = runs
     fig["train_iter_s_ezsd"] = statistics.median(ezsd_run.times)
@@ -730,7 +736,8 @@ def bench_training(args, clip, store_dir, base, out, fig, ctx):
         num_workers=args.num_workers,
         statistic="median of the timed iterations",
         vanilla_box_head=f"FastRCNNConvFCHead NUM_CONV {vanilla_cfg.MODEL.ROI_BOX_HEAD.NUM_CONV} "
-        f"NUM_FC {vanilla_cfg.MODEL.ROI_BOX_HEAD.NUM_FC} CONV_DIM {cfg.MODEL.ROI_BOX_HEAD.CONV_DIM} "
+        f"NUM_FC {vanilla_cfg.MODEL.ROI_BOX_HEAD.NUM_FC} "
+        f"CONV_DIM {cfg.MODEL.ROI_BOX_HEAD.CONV_DIM} "
         f"FC_DIM {cfg.MODEL.ROI_BOX_HEAD.FC_DIM}",
         distill_proposals_per_image=cfg.MODEL.EZSD.DISTILL.NUM_PROPOSALS,
         **{f"{r.name}_iter_s": r.times for r in runs},

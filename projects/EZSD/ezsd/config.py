@@ -27,10 +27,12 @@ def add_ezsd_config(cfg):
     # ---- detector (ezsd/modeling, ezsd/data/mapper.py) ----
     # Dimension of the region embedding = the CLIP embedding dimension (512 for ViT-B/32).
     _C.MODEL.EZSD.EMBED_DIM = 512
-    # Training vocabulary: text-embedding file (FILE.npy + FILE.names.json) of DATASETS.TRAIN's classes
-    # (a relative path is looked up under DETECTRON2_DATASETS first, then as given; same for FEATURES).
+    # Training vocabulary: text-embedding file (FILE.npy + FILE.names.json) of DATASETS.TRAIN's
+    # classes (a relative path is looked up under DETECTRON2_DATASETS first, then as given; same
+    # for FEATURES).
     _C.MODEL.EZSD.TEXT_EMBEDDINGS = ""
-    # Inference vocabulary (e.g. base + novel), checked against DATASETS.TEST[0]; "" = the training one.
+    # Inference vocabulary (e.g. base + novel), checked against DATASETS.TEST[0]; "" = the
+    # training one.
     _C.MODEL.EZSD.TEST_TEXT_EMBEDDINGS = ""
     # Classifier temperature T (logits = T * cosine); the initial value when learned.
     _C.MODEL.EZSD.TEMPERATURE = 100.0
@@ -42,7 +44,8 @@ def add_ezsd_config(cfg):
     # Semantic-based regression: condition box regression on a class text embedding.
     _C.MODEL.EZSD.SEMANTIC_REGRESSION = True
     # -- Extensions: test-time options that are NOT the paper's (ezsd.modeling.extensions), off
-    # by default. (Their names stay at MODEL.EZSD level: every training run's config.yaml holds them.)
+    # by default. (Their names stay at MODEL.EZSD level: every training run's config.yaml holds
+    # them.)
     # Inference: each class probability times sigmoid(RPN objectness) ** this; 0 = off (the
     # paper). Detic's MULT_PROPOSAL_SCORE idea; needs proposals with objectness_logits.
     _C.MODEL.EZSD.TEST_OBJECTNESS_EXPONENT = 0.0
@@ -50,7 +53,8 @@ def add_ezsd_config(cfg):
     # background only, the other (novel) names likewise; False = one softmax (the paper).
     _C.MODEL.EZSD.TEST_SPLIT_SOFTMAX = False
     # -- end of the extensions
-    # EZSD box head layout (conv/FC widths and norm come from MODEL.ROI_BOX_HEAD.CONV_DIM/FC_DIM/NORM).
+    # EZSD box head layout (conv/FC widths and norm come from
+    # MODEL.ROI_BOX_HEAD.CONV_DIM/FC_DIM/NORM).
     _C.MODEL.EZSD.BOX_HEAD = CN()
     # 3x3 convs shared by the classification and regression branches.
     _C.MODEL.EZSD.BOX_HEAD.NUM_SHARED_CONV = 3
@@ -66,9 +70,11 @@ def add_ezsd_config(cfg):
     _C.MODEL.EZSD.DISTILL.WEIGHT = 1.0
     # CLIP proposals distilled per image: sampled with replacement from the first this many stored.
     _C.MODEL.EZSD.DISTILL.NUM_PROPOSALS = 200
-    # Folder of pre-computed region features (holds manifest.json); relative paths are under DETECTRON2_DATASETS.
+    # Folder of pre-computed region features (holds manifest.json); relative paths are under
+    # DETECTRON2_DATASETS.
     _C.MODEL.EZSD.DISTILL.FEATURES = ""
-    # An image without stored regions: "error" (default) or "skip" (train it without distillation, counted and logged).
+    # An image without stored regions: "error" (default) or "skip" (train it without
+    # distillation, counted and logged).
     _C.MODEL.EZSD.DISTILL.ON_MISSING = "error"
 
     # ---- solver (ezsd.engine) ----

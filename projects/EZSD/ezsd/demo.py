@@ -23,7 +23,8 @@ Examples, after `make demo` (ShapesOVD, output/demo/):
   # the training run's own config: its text embeddings and re-normalized CLIP; MODEL.WEIGHTS
   # defaults to the run's last checkpoint when the config lies in its OUTPUT_DIR
   tools/demo.py --config-file output/demo/train/config.yaml \\
-      --input output/demo/datasets/shapes_ovd/val --output output/demo/vis --vocabulary shapes_ovd_val
+      --input output/demo/datasets/shapes_ovd/val --output output/demo/vis \\
+      --vocabulary shapes_ovd_val
   # the plain config + the trained weights, with class names of your choice
   tools/demo.py --config-file configs/ShapesOVD/ezsd_R_18_FPN.yaml --cpu \\
       --input 'output/demo/datasets/shapes_ovd/val/*.jpg' --output output/demo/vis_custom \\

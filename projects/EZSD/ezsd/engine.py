@@ -4,8 +4,9 @@
 targets), the open-vocabulary evaluators and the optimizer (`build_optimizer`). `main(args)` and
 `launch_main(args)` take detectron2's `default_argument_parser()` arguments.
 
-The training loop follows MODEL.DEVICE. detectron2's `launch`, `create_ddp_model` and `AMPTrainer` assume one GPU per process whenever a
-GPU is present: the process group is NCCL if CUDA is available (a CPU model on a GPU machine
+The training loop follows MODEL.DEVICE. detectron2's `launch`, `create_ddp_model` and
+`AMPTrainer` assume one GPU per process whenever a GPU is present: the process group is NCCL if
+CUDA is available (a CPU model on a GPU machine
 cannot communicate), DistributedDataParallel gets `device_ids=[local rank]` (refused for a CPU
 model) and AMPTrainer asserts CUDA. Here the device decides:
 
@@ -244,7 +245,8 @@ def build_optimizer(cfg, model):
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with EZSD's mapper (it loads the CLIP targets) and open-vocabulary evaluators."""
+    """DefaultTrainer with EZSD's mapper (it loads the CLIP targets) and open-vocabulary
+    evaluators."""
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__ with the inner loop built for MODEL.DEVICE (build_train_loop: DDP
@@ -282,7 +284,7 @@ class Trainer(DefaultTrainer):
         return build_optimizer(cfg, model)
 
 
-# ---- entry points (args: detectron2's default_argument_parser()) ----------------------------------
+# ---- entry points (args: detectron2's default_argument_parser()) --------------------------------
 
 
 def load_config(args):

@@ -54,7 +54,7 @@ def default_cache_dir():
     return os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "ezsd", "text")
 
 
-# ---- the vocabulary --------------------------------------------------------------------------------
+# ---- the vocabulary ------------------------------------------------------------------------------
 
 
 def resolve_vocabulary(vocabulary=None, custom_vocabulary=None, default_dataset=None):
@@ -152,7 +152,7 @@ def cached_text_embeddings(cfg, names, cache_dir=None):
     return path, embeddings
 
 
-# ---- the detector ----------------------------------------------------------------------------------
+# ---- the detector --------------------------------------------------------------------------------
 
 
 def weights_file(cfg, config_file, weights_from_opts=False):

@@ -187,7 +187,8 @@ class Pipeline:
         path = os.path.join(folder, INPUTS_FILE)
         if not os.path.exists(path):
             raise UserInputError(
-                f"stage '{name}': {folder} holds outputs without a record of their inputs ({path}); "
+                f"stage '{name}': {folder} holds outputs without a record of their inputs "
+                f"({path}); "
                 "delete it or choose another --output-dir/--shared-dir"
             )
         with open(path) as f:

@@ -186,7 +186,8 @@ class FeatureStore:
             if made.get(key) != ours[key]:
                 raise UserInputError(
                     f"{path}: made for dataset '{made.get('name')}' ({made.get('num_images')} "
-                    f"images, ids/files {made.get('images_digest')}, boxes {made.get('boxes_digest')}) "
+                    f"images, ids/files {made.get('images_digest')}, "
+                    f"boxes {made.get('boxes_digest')}) "
                     f"but training uses '{dataset_name}' ({ours['num_images']} images, ids/files "
                     f"{ours['images_digest']}, boxes {ours['boxes_digest']}): the {what} differs; "
                     "pre-compute the region features of this dataset (MODEL.EZSD.DISTILL.FEATURES)"

@@ -186,10 +186,13 @@ def check_store(store, cfg):
         base = MetadataCatalog.get(name).get("base_classes")
         if base is not None and set(base) != set(store.manifest["base_classes"]):
             raise UserInputError(
-                f"{store.root}: made for base classes {sorted(store.manifest['base_classes'])[:5]}..., "
+                f"{store.root}: made for base classes "
+                f"{sorted(store.manifest['base_classes'])[:5]}..., "
                 f"which differ from those of dataset '{name}' "
-                f"(only in the store: {sorted(set(store.manifest['base_classes']) - set(base))[:5]}, "
-                f"only in the dataset: {sorted(set(base) - set(store.manifest['base_classes']))[:5]})"
+                "(only in the store: "
+                f"{sorted(set(store.manifest['base_classes']) - set(base))[:5]}, "
+                "only in the dataset: "
+                f"{sorted(set(base) - set(store.manifest['base_classes']))[:5]})"
             )
     if len(names) != 1:
         made = (store.manifest.get("dataset") or {}).get("name")

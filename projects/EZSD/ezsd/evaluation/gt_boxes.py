@@ -53,7 +53,8 @@ def detect_on_boxes(model, image, boxes, regress=False):
             pred_classes=torch.zeros(0, dtype=torch.int64, device=boxes.device),
         )
     features = model.backbone(images.tensor)
-    # objectness logit 0 for every box: no proposal is preferred (sigmoid 0.5 if an extension uses it)
+    # objectness logit 0 for every box: no proposal is preferred (sigmoid 0.5 if an extension
+    # uses it)
     proposals = [
         Instances(size, proposal_boxes=Boxes(boxes), objectness_logits=boxes.new_zeros(len(boxes)))
     ]

@@ -66,7 +66,8 @@ class OVDLVISEvaluator(LVISEvaluator):
             self._groups = ovd_class_groups(self._metadata, known, self._metadata.json_file)
 
     def _id_mapping(self):
-        """LVIS category id -> contiguous id: the metadata's, or detectron2's LVIS default (id - 1)."""
+        """LVIS category id -> contiguous id: the metadata's, or detectron2's LVIS default
+        (id - 1)."""
         mapping = self._metadata.get("thing_dataset_id_to_contiguous_id")
         if mapping is None:
             mapping = {i + 1: i for i in range(len(self._metadata.thing_classes))}

@@ -1,4 +1,5 @@
-"""EZSD's distillation loss: L1 between region embeddings and CLIP image embeddings of the same boxes."""
+"""EZSD's distillation loss: L1 between region embeddings and CLIP image embeddings of the
+same boxes."""
 
 from typing import Optional, Sequence
 

@@ -39,7 +39,8 @@ class VocabularyClassifier(nn.Module):
         Args:
             embed_dim: dimension D of region and text embeddings.
             text_embeddings, class_names: the training vocabulary, (C, D) and C names.
-            test_text_embeddings, test_class_names: the inference vocabulary (None: the training one).
+            test_text_embeddings, test_class_names: the inference vocabulary (None: the
+                training one).
             temperature: initial (or fixed) T; stored as log T.
             learn_temperature: T is a parameter (True) or a fixed buffer (False).
         """
@@ -106,7 +107,8 @@ class VocabularyClassifier(nn.Module):
         names = [str(n) for n in names]
         if embeddings.ndim != 2 or embeddings.shape[1] != self.embed_dim:
             raise UserInputError(
-                f"text embeddings of shape {tuple(embeddings.shape)}: expected (C, {self.embed_dim})"
+                f"text embeddings of shape {tuple(embeddings.shape)}: "
+                f"expected (C, {self.embed_dim})"
                 " (MODEL.EZSD.EMBED_DIM must be the CLIP embedding dimension)"
             )
         if embeddings.shape[0] != len(names) or not names:

@@ -132,7 +132,8 @@ def _dataset(cfg):
     if cfg.stage != "proposals" and meta.get("novel_annotated", True):
         raise UserInputError(
             f"dataset '{cfg.dataset}' is not a training split (its metadata says novel_annotated="
-            f"{meta.get('novel_annotated')}); region features read base boxes of a training split only"
+            f"{meta.get('novel_annotated')}); "
+            "region features read base boxes of a training split only"
         )
     return meta, base, novel
 
@@ -149,7 +150,8 @@ def _check_settings(path, settings, resume, what):
                 theirs = old.get("class_names") or []
                 names = f"; class names: {names_difference(theirs, settings['class_names'])}"
             raise UserInputError(
-                f"{path}: {what} there were made with other settings ({', '.join(diff)} differ){names}; "
+                f"{path}: {what} there were made with other settings "
+                f"({', '.join(diff)} differ){names}; "
                 "choose another output folder, or pass --no-resume to recompute them all"
             )
     else:

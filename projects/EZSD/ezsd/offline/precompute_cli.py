@@ -7,8 +7,8 @@ Resumable (skips finished images), sharded (--num-shards/--shard-id) and torch.d
 
 Examples:
   # ShapesOVD, everything in one go (exhaustive CLIP proposals on the shapes anchor preset)
-  tools/precompute_clip_features.py --dataset shapes_ovd_train --clip weights/shapes_clip_renorm.pt \\
-      --anchor-preset shapes --output features/shapes_renorm
+  tools/precompute_clip_features.py --dataset shapes_ovd_train \\
+      --clip weights/shapes_clip_renorm.pt --anchor-preset shapes --output features/shapes_renorm
   # the fast proposals (about 12x fewer CLIP crop encodings, lower novel recall)
   tools/precompute_clip_features.py ... --proposal-mode fast
   # candidates from an RPN-only model trained on the base boxes, ranked by CLIP (15x fewer
@@ -237,11 +237,13 @@ def main(argv=None):
     rate = s["regions"] / max(s["seconds"], 1e-9)
     encodings = s["proposal_encodings"] / max(s["images"] - s["resumed"] - s["skipped"], 1)
     print(
-        f"{s['shard']}: {s['images']} images ({s['resumed']} already done, {s['skipped']} unreadable) "
+        f"{s['shard']}: {s['images']} images ({s['resumed']} already done, "
+        f"{s['skipped']} unreadable) "
         f"in {s['seconds']:.1f}s; {s['regions']} regions ({rate:.1f}/s); "
         f"{encodings:.0f} proposal crop encodings per computed image; "
         + (
-            f"manifest written under {s['output'] if cfg.stage != 'proposals' else s['proposals_dir']}"
+            "manifest written under "
+            f"{s['output'] if cfg.stage != 'proposals' else s['proposals_dir']}"
             if s["merged"]
             else "manifest left to the last shard"
         )
@@ -252,7 +254,8 @@ def main(argv=None):
         model = load_clip(cfg.clip or cfg.proposal_clip, args.device, args.fp16)
         ceiling = measure_ceiling(model, args.batch_size)
         print(
-            f"ceiling (CLIP image encoder alone, batch {args.batch_size}): {ceiling:.1f} regions/s; "
+            f"ceiling (CLIP image encoder alone, batch {args.batch_size}): "
+            f"{ceiling:.1f} regions/s; "
             f"tool/ceiling = {rate / ceiling:.2f}"
         )
     return summary

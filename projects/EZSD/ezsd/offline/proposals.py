@@ -176,7 +176,8 @@ def coarse_anchors(height, width, settings):
 
 
 def _neighbours(boxes, step):
-    """8 neighbours per box: shifts of +-step * side along x and y, scale and stretch 1 +- 2*step."""
+    """8 neighbours per box: shifts of +-step * side along x and y, scale and stretch
+    1 +- 2*step."""
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     size = boxes[:, 2:] - boxes[:, :2]
     w, h = size[:, 0:1], size[:, 1:2]

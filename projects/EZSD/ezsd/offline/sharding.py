@@ -1,8 +1,9 @@
 """Deterministic image split and torch.distributed rank handling for the offline tools.
 
-Images are ordered by image id (integers numerically, others as strings) and dealt round-robin: shard i
-of K gets positions i, i+K, i+2K, ... That split depends on the image list alone, shards have
-similar sizes and mixes, and the union of all shards is the whole list, each image once.
+Images are ordered by image id (integers numerically, others as strings) and dealt
+round-robin: shard i of K gets positions i, i+K, i+2K, ... That split depends on the image list
+alone, shards have similar sizes and mixes, and the union of all shards is the whole list, each
+image once.
 
 Under `torchrun --nproc-per-node N` each rank takes a shard: with `--num-shards K --shard-id i`
 as well (several nodes or jobs, each with N ranks), rank r of job i takes shard i*N + r of K*N.

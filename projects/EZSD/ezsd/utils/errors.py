@@ -1,4 +1,5 @@
-"""User-facing errors: one clear line naming the file, key or value at fault, and a non-zero exit."""
+"""User-facing errors: one clear line naming the file, key or value at fault, and a non-zero
+exit."""
 
 import errno
 import functools

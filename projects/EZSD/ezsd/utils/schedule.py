@@ -1,10 +1,12 @@
-"""Optimiser helpers shared by the stand-alone training tools (small CLIP, backbone pre-training)."""
+"""Optimiser helpers shared by the stand-alone training tools (small CLIP, backbone
+pre-training)."""
 
 import math
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """LR factor at `step`: linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
+    """LR factor at `step`: linear warm-up over `warmup` steps, then cosine decay to 0 at
+    `total`."""
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))

@@ -1,4 +1,7 @@
-"""ShapesOVD: a small open-vocabulary detection world with its own CLIP domain (datasets/README.md)."""
+"""ShapesOVD: a small open-vocabulary detection world with its own CLIP domain.
+
+See datasets/README.md.
+"""
 
 from .categories import CATEGORY_FREQUENCY, CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, render_icon
 from .clip_domain import BACKGROUND_CAPTIONS, BACKGROUND_LABEL, CAPTION_TEMPLATES, render_clip_pairs

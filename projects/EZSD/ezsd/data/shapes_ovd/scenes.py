@@ -1,4 +1,5 @@
-"""Detection images: several icons on textured clutter, with occlusion, seen by the shifted camera."""
+"""Detection images: several icons on textured clutter, with occlusion, seen by the shifted
+camera."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""The open-vocabulary proportions of a COCO-format split, to set beside COCO's (datasets/README.md)."""
+"""The open-vocabulary proportions of a COCO-format split, to set beside COCO's
+(datasets/README.md)."""
 
 import json
 from collections import Counter
@@ -12,7 +13,8 @@ _COCO_SMALL, _COCO_LARGE = 32**2, 96**2
 
 
 def split_statistics(json_file, novel_classes):
-    """Category counts, novel share of instances, objects per image and size fractions of a split."""
+    """Category counts, novel share of instances, objects per image and size fractions of a
+    split."""
     with open(json_file) as f:
         coco = json.load(f)
     names = {c["id"]: c["name"] for c in coco["categories"]}
@@ -40,7 +42,7 @@ def split_statistics(json_file, novel_classes):
 
 def format_statistics(stats, novel_classes):
     """A few lines for a terminal: the proportions, then each category's count (novel starred)."""
-    s, m, l = (round(100 * x) for x in stats["small_medium_large"])
+    small, medium, large = (round(100 * x) for x in stats["small_medium_large"])
     per_category = ", ".join(
         f"{c}{'*' if c in novel_classes else ''} {n}"
         for c, n in stats["instances_per_category"].items()
@@ -48,6 +50,6 @@ def format_statistics(stats, novel_classes):
     return (
         f"{stats['images']} images, {stats['instances']} objects "
         f"({stats['objects_per_image']:.1f} per image), novel share "
-        f"{100 * stats['novel_share']:.1f}%, small/medium/large {s}/{m}/{l}%\n"
+        f"{100 * stats['novel_share']:.1f}%, small/medium/large {small}/{medium}/{large}%\n"
         f"  objects per category (* novel): {per_category}"
     )
