@@ -100,3 +100,35 @@ def test_dataset_fingerprint_binds_ids_files_and_boxes_not_the_data_root():
         other_box["images_digest"] == a["images_digest"]
         and other_box["boxes_digest"] != a["boxes_digest"]
     )
+
+
+def test_proposal_store_round_trip_and_missing_image(tmp_path):
+    import json
+
+    import torch
+
+    from ezsd.data.proposal_store import ProposalStore
+
+    store = ProposalStore(str(tmp_path / "proposals"))
+    boxes = torch.tensor([[1.5, 2.0, 30.25, 40.0], [0.0, 0.0, 8.0, 8.0]])
+    proposals = dict(
+        boxes=boxes,
+        objectness=torch.tensor([2.0, 1.0]),
+        confidence=torch.tensor([0.9, 0.4]),
+        clip_class=torch.tensor([3, 0]),
+        num_encodings=17,
+    )
+    store.write("5", proposals)
+    assert "5" in store and "6" not in store
+    assert store.counts("5") == (2, 17)
+    arrays = store.arrays("5")
+    assert arrays["confidence"].dtype == np.float16 and arrays["clip_class"].dtype == np.int16
+    loaded = store.load("5")
+    assert torch.equal(loaded["boxes"], boxes) and loaded["clip_class"].tolist() == [3, 0]
+    assert loaded["num_encodings"] == 17 and loaded["objectness"].tolist() == [2.0, 1.0]
+    with pytest.raises(UserInputError, match=r"6\.npz: no proposals for image 6"):
+        store.load("6")
+    store.write_manifest({"top_k": 2}, [], None, {"5": store.counts("5")})
+    manifest = json.loads(open(store.manifest_file).read())
+    assert manifest["images"] == {"5": {"proposals": 2, "encodings": 17}}
+    assert manifest["mean_encodings_per_image"] == 17.0

@@ -462,7 +462,7 @@ def test_bad_input_is_a_one_line_error(world, capsys):
 
 
 def test_rpn_mode_scores_the_rpn_candidates_and_records_the_rpn(world, capsys):
-    from ezsd.offline.pipeline import load_proposals
+    from ezsd.data.proposal_store import ProposalStore
     from ezsd.offline.rpn_candidates import RPNCandidates
 
     weights = tiny_rpn_checkpoint(world["root"])
@@ -472,7 +472,7 @@ def test_rpn_mode_scores_the_rpn_candidates_and_records_the_rpn(world, capsys):
     assert summary["merged"] and 0 < summary["proposal_encodings"] <= 2 * 40
     candidates = RPNCandidates(RPN_CONFIG, weights, 40)
     for record in DatasetCatalog.get(VAL):
-        props = load_proposals(str(out / "proposals"), str(record["image_id"]))
+        props = ProposalStore(str(out / "proposals")).load(str(record["image_id"]))
         image = torch.from_numpy(np.array(read_image(record["file_name"], format="RGB"))).permute(
             2, 0, 1
         )

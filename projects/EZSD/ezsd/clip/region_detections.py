@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from detectron2.structures import Boxes, BoxMode, Instances
 from torchvision.ops import batched_nms, box_iou
 
+from ezsd.data.proposal_store import ProposalStore
 from ezsd.utils.errors import UserInputError
 
 from .regions import encode_regions
@@ -44,12 +45,11 @@ def region_boxes(source, dataset_dicts, top_k):
             for r in dataset_dicts
         }
     if os.path.isdir(source):
-        boxes = {}
+        store, boxes = ProposalStore(source), {}
         for r in dataset_dicts:
-            path = os.path.join(source, f"{r['image_id']}.npz")
-            if os.path.exists(path):
-                with np.load(path) as data:
-                    boxes[r["image_id"]] = data["boxes"].astype(np.float32)[:top_k]
+            if r["image_id"] in store:
+                stored = store.arrays(r["image_id"], ("boxes",))
+                boxes[r["image_id"]] = stored["boxes"].astype(np.float32)[:top_k]
         if not boxes:
             raise UserInputError(f"{source}: no proposal file (IMAGE_ID.npz) for any image")
         return boxes

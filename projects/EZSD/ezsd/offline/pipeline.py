@@ -37,9 +37,9 @@ from ezsd.data.feature_store import (
     write_image_regions,
     write_manifest,
 )
+from ezsd.data.proposal_store import ProposalStore
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import (
-    atomic_write,
     atomic_write_json,
     check_writable_dir,
     file_sha256,
@@ -55,8 +55,6 @@ from .sharding import distributed_shard, finish_distributed, image_order_key, sh
 __all__ = [
     "PrecomputeConfig",
     "run_precompute",
-    "load_proposals",
-    "proposal_file",
     "measure_ceiling",
 ]
 
@@ -87,33 +85,6 @@ class PrecomputeConfig:
     fp16: bool = False
     batch_size: int = 256
     progress: bool = True
-
-
-def proposal_file(proposals_dir, image_id):
-    return os.path.join(proposals_dir, f"{image_id}.npz")
-
-
-def load_proposals(proposals_dir, image_id):
-    """dict of torch tensors (boxes, objectness, confidence, clip_class) + num_encodings (int)."""
-    with np.load(proposal_file(proposals_dir, image_id)) as data:
-        out = {
-            k: torch.from_numpy(data[k].astype(np.float32 if k != "clip_class" else np.int64))
-            for k in ("boxes", "objectness", "confidence", "clip_class")
-        }
-        out["num_encodings"] = int(data["num_encodings"])
-    return out
-
-
-def _write_proposals(proposals_dir, image_id, p):
-    with atomic_write(proposal_file(proposals_dir, image_id)) as f:
-        np.savez(
-            f,
-            boxes=p["boxes"].numpy().astype(np.float32),
-            objectness=p["objectness"].numpy().astype(np.float32),
-            confidence=p["confidence"].numpy().astype(np.float16),
-            clip_class=p["clip_class"].numpy().astype(np.int16),
-            num_encodings=np.int64(p["num_encodings"]),
-        )
 
 
 def _dataset(cfg):
@@ -236,11 +207,6 @@ def _stored_count(path):
         return int(data["boxes"].shape[0])
 
 
-def _proposal_stored_stats(path):
-    with np.load(path) as data:
-        return int(data["boxes"].shape[0]), int(data["num_encodings"])
-
-
 def run_precompute(cfg):
     """Run this process's shard of the pre-computation; return a summary dict (see the end)."""
     if cfg.stage not in STAGES:
@@ -258,6 +224,7 @@ def run_precompute(cfg):
     if not cfg.proposal_clip:
         raise UserInputError("--clip (or --proposal-clip) is required to score proposals")
     proposals_dir = cfg.proposals_dir or os.path.join(cfg.output, "proposals")
+    store = ProposalStore(proposals_dir)
     # Before any work, and before settings.json or anything else there is touched.
     if need_features:
         check_writable_dir(cfg.output, "--output")
@@ -301,7 +268,7 @@ def run_precompute(cfg):
         **cfg.proposal.to_dict(),
     )
     _check_settings(
-        os.path.join(proposals_dir, "settings.json"),
+        store.settings_file,
         proposal_settings,
         cfg.resume or cfg.stage == "features",
         "proposals",
@@ -322,7 +289,7 @@ def run_precompute(cfg):
             "region features",
         )
     ids = [str(r["image_id"]) for r in mine]
-    remove_stale_temps(proposals_dir, [f"{i}.npz" for i in ids])  # a killed run's, of our images
+    store.remove_stale_temps(ids)  # a killed run's, of our images
     remove_stale_temps(os.path.join(cfg.output, "regions"), [f"{i}.npz" for i in ids])
 
     models = _Models(cfg, class_names, device)
@@ -339,17 +306,16 @@ def run_precompute(cfg):
     )
     for record in bar:
         image_id = str(record["image_id"])
-        pfile = proposal_file(proposals_dir, image_id)
         rfile = region_file(cfg.output, image_id)
-        have_p = cfg.resume and os.path.exists(pfile) or cfg.stage == "features"
+        have_p = cfg.resume and image_id in store or cfg.stage == "features"
         if need_features and cfg.resume and os.path.exists(rfile):
             region_counts[image_id] = _stored_count(rfile)
-            if os.path.exists(pfile):
-                proposal_counts[image_id] = _proposal_stored_stats(pfile)
+            if image_id in store:
+                proposal_counts[image_id] = store.counts(image_id)
             resumed += 1
             continue
         if not need_features and have_p:
-            proposal_counts[image_id] = _proposal_stored_stats(pfile)
+            proposal_counts[image_id] = store.counts(image_id)
             resumed += 1
             continue
         image = _read_image(record, cfg, skipped)
@@ -357,15 +323,15 @@ def run_precompute(cfg):
             continue
         image = image.to(device)
         if have_p:
-            if not os.path.exists(pfile):
+            if image_id not in store:
                 raise UserInputError(
-                    f"{pfile}: no proposals for image {image_id}; run --stage "
+                    f"{store.file(image_id)}: no proposals for image {image_id}; run --stage "
                     "proposals (or --stage all) first"
                 )
-            props = load_proposals(proposals_dir, image_id)
+            props = store.load(image_id)
         else:
             props = compute_proposals(models.scorer, image, cfg.proposal, models.candidates)
-            _write_proposals(proposals_dir, image_id, props)
+            store.write(image_id, props)
         proposal_counts[image_id] = (int(props["boxes"].shape[0]), int(props["num_encodings"]))
         num = int(props["boxes"].shape[0])
         if need_features:
@@ -414,7 +380,7 @@ def run_precompute(cfg):
     merged = False
     if merge:
         if need_proposals:
-            merged = _merge_proposals(proposals_dir, spec.num_shards, proposal_settings)
+            merged = _merge_proposals(store, spec.num_shards, proposal_settings)
         if need_features:
             merged = _merge_features(
                 cfg.output, spec.num_shards, feature_hash, class_names, base, feature_settings, data
@@ -445,22 +411,15 @@ def _shard_files(folder, num_shards):
     return out
 
 
-def _merge_proposals(proposals_dir, num_shards, settings):
-    shards = _shard_files(proposals_dir, num_shards)
+def _merge_proposals(store, num_shards, settings):
+    shards = _shard_files(store.root, num_shards)
     if shards is None:
         return False
-    images = {k: v for s in shards for k, v in s["proposals"].items()}
-    encodings = [v[1] for v in images.values()]
-    atomic_write_json(
-        os.path.join(proposals_dir, "manifest.json"),
-        dict(
-            settings=settings,
-            skipped_images=[x for s in shards for x in s["skipped"]],
-            logit_scale=next((s["logit_scale"] for s in shards if s.get("logit_scale")), None),
-            mean_encodings_per_image=float(np.mean(encodings)) if encodings else 0.0,
-            images={k: dict(proposals=v[0], encodings=v[1]) for k, v in sorted(images.items())},
-        ),
-        indent=1,
+    store.write_manifest(
+        settings,
+        skipped_images=[x for s in shards for x in s["skipped"]],
+        logit_scale=next((s["logit_scale"] for s in shards if s.get("logit_scale")), None),
+        images={k: v for s in shards for k, v in s["proposals"].items()},
     )
     return True
 

@@ -7,12 +7,12 @@ Evaluation only: this is the one offline module that reads novel boxes, from an 
 
 import argparse
 import json
-import os
 
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ezsd.data.proposal_store import ProposalStore
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 
 __all__ = ["proposal_recall"]
@@ -32,13 +32,13 @@ def proposal_recall(dataset, proposals_dir, ks=(100, 300), iou=0.5, group="novel
     meta = MetadataCatalog.get(dataset)
     wanted = set(meta.thing_classes) if group == "all" else set(meta.get(f"{group}_classes", []))
     records = sorted(DatasetCatalog.get(dataset), key=image_order_key)[:max_images]
+    store = ProposalStore(proposals_dir)
     boxes, encodings = {}, []
     for record in records:
-        path = os.path.join(proposals_dir, f"{record['image_id']}.npz")
-        if os.path.exists(path):
-            with np.load(path) as data:
-                boxes[record["image_id"]] = torch.from_numpy(data["boxes"].astype(np.float32))
-                encodings.append(int(data["num_encodings"]))
+        if record["image_id"] in store:
+            arrays = store.arrays(record["image_id"], ("boxes", "num_encodings"))
+            boxes[record["image_id"]] = torch.from_numpy(arrays["boxes"].astype(np.float32))
+            encodings.append(arrays["num_encodings"])
     if not boxes:
         raise UserInputError(f"{proposals_dir}: no proposal file for any image of '{dataset}'")
     recall = {}
