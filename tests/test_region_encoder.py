@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ezsd.clip import (
+    CropSettings,
     crop_boxes,
     crop_classification_accuracy,
     crop_regions,
@@ -69,7 +70,7 @@ def model():
 def reference_crop(image, box, resolution, scale=1.2, min_size=10.0):
     """The straightforward recipe: PIL crop, paste centred on a black square, bicubic resize."""
     height, width = image.shape[:2]
-    crop = crop_boxes([box], height, width, scale, min_size)[0].tolist()
+    crop = crop_boxes([box], height, width, CropSettings(scale, min_size))[0].tolist()
     crop = Image.fromarray(image).crop(tuple(round(v) for v in crop))
     w, h = crop.size
     square = Image.new("RGB", (max(w, h),) * 2)
@@ -106,11 +107,14 @@ def test_tiny_and_outside_boxes(image):
     # sub-pixel box: grown to the 10 px minimum about its centre
     torch.testing.assert_close(
         crop_regions(image, [[104.8, 104.8, 105.2, 105.2]], 32),
-        crop_regions(image, [[100, 100, 110, 110]], 32, scale=1.0),
+        crop_regions(image, [[100, 100, 110, 110]], 32, CropSettings(scale=1.0)),
     )
     # without a minimum: a degenerate box crops to a nearly uniform patch, never NaN
     tiny = crop_regions(
-        image, [[105.2, 105.2, 105.2, 105.2], [60.1, 60.1, 60.4, 60.3]], 32, min_size=0
+        image,
+        [[105.2, 105.2, 105.2, 105.2], [60.1, 60.1, 60.4, 60.3]],
+        32,
+        CropSettings(min_size=0),
     )
     assert torch.isfinite(tiny).all()
     # a box wholly outside the image (or a corner box clipped to nothing) gives a black crop

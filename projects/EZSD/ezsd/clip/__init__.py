@@ -13,7 +13,7 @@ with dependency_notices_hidden():  # the `clip` package imports pkg_resources, w
 from .crop_accuracy import crop_classification_accuracy  # noqa: E402
 from .loading import clip_checkpoint_hash, load_clip, save_clip_checkpoint  # noqa: E402
 from .region_detections import clip_region_instances, region_boxes, region_recall  # noqa: E402
-from .regions import crop_boxes, crop_regions, encode_regions  # noqa: E402
+from .regions import CropSettings, crop_boxes, crop_regions, encode_regions  # noqa: E402
 from .text import (  # noqa: E402
     DEFAULT_PROMPTS,
     ENSEMBLE_PROMPTS,
@@ -36,6 +36,7 @@ __all__ = [
     "save_text_embeddings",
     "load_text_embeddings",
     "names_path",
+    "CropSettings",
     "crop_boxes",
     "crop_regions",
     "encode_regions",

@@ -8,7 +8,7 @@ from detectron2.data.detection_utils import read_image
 from detectron2.structures import BoxMode
 from tqdm import tqdm
 
-from .regions import encode_regions
+from .regions import CropSettings, encode_regions
 from .text import DEFAULT_PROMPTS, text_embeddings
 
 __all__ = ["crop_classification_accuracy"]
@@ -22,8 +22,7 @@ def crop_classification_accuracy(
     base_names,
     novel_names,
     prompts=DEFAULT_PROMPTS,
-    scale=1.2,
-    min_size=10.0,
+    crop=CropSettings(),
     batch_size=64,
 ):
     """Classify every non-crowd GT box crop by argmax cosine over ALL `class_names`.
@@ -32,7 +31,7 @@ def crop_classification_accuracy(
         dataset_dicts (list[dict]): detectron2 dataset dicts ("file_name", "annotations" with
             "bbox", "bbox_mode" and a contiguous "category_id" indexing `class_names`).
         base_names, novel_names (list[str]): the two groups, subsets of `class_names`.
-        prompts, scale, min_size, batch_size: as `text_embeddings` and `encode_regions`.
+        prompts, crop, batch_size: as `text_embeddings` and `encode_regions`.
 
     Returns:
         dict: "base-among-all" / "novel-among-all" / "all" accuracies in [0, 1] (None where a group
@@ -53,7 +52,7 @@ def crop_classification_accuracy(
             continue
         boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos]
         image = read_image(record["file_name"], format="RGB")
-        emb = encode_regions(model, image, boxes, scale, min_size, batch_size)
+        emb = encode_regions(model, image, boxes, crop, batch_size)
         pred = (F.normalize(emb, dim=-1) @ text.T).argmax(dim=1).cpu().numpy()
         np.add.at(confusion, ([a["category_id"] for a in annos], pred), 1)
     correct, total = np.diag(confusion), confusion.sum(axis=1)

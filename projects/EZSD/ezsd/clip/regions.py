@@ -1,6 +1,7 @@
 """CLIP embeddings of image regions, with the crop recipe of the official EZSD code.
 
-Recipe per box: enlarge it by `scale` about its centre, each side at least `min_size` pixels;
+Recipe per box (`CropSettings`): enlarge it by `scale` about its centre, each side at least
+`min_size` pixels;
 clip it to the image; zero-pad it to a square (side = the longer side of the clipped box) with the
 object centred; resize to the CLIP input resolution; CLIP mean/std. Padding is black in pixel
 space (zeros before mean/std), as a PIL crop pasted on a black square is.
@@ -17,25 +18,55 @@ must round fractional crops) the mean difference is 0.5-2 grey levels of 255 per
 tiny random CLIP embeds the two alike (cosine > 0.999); see tests/test_region_encoder.py.
 """
 
+import dataclasses
+
 import numpy as np
 import torch
 from torchvision.ops import roi_align
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "crop_boxes", "crop_regions", "encode_regions"]
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "CropSettings",
+    "flatten_crop",
+    "crop_boxes",
+    "crop_regions",
+    "encode_regions",
+]
 
 # CLIP's preprocessing statistics (clip.clip._transform), for RGB in [0, 1].
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def crop_boxes(boxes, height, width, scale=1.2, min_size=10.0):
+@dataclasses.dataclass(frozen=True)
+class CropSettings:
+    """The crop recipe's numbers (see the module docstring); one object wherever crops are made."""
+
+    scale: float = 1.2  # each box enlarged this many times about its centre
+    min_size: float = 10.0  # each side of the enlarged box at least this many pixels
+
+
+def flatten_crop(fields, scale_key="crop_scale", min_size_key="min_size"):
+    """`fields` (a settings object's `dataclasses.asdict`) with its nested "crop" dict replaced, in
+    place in the key order, by the two flat keys the manifests and reports record."""
+    out = {}
+    for key, value in fields.items():
+        if key == "crop":
+            out[scale_key], out[min_size_key] = value["scale"], value["min_size"]
+        else:
+            out[key] = value
+    return out
+
+
+def crop_boxes(boxes, height, width, crop=CropSettings()):
     """Return the (N, 4) XYXY crop of each box: enlarged, with minimum sides, clipped to the image.
 
     Boxes lying wholly outside the image give empty crops (zero width or height).
     """
     boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    size = ((boxes[:, 2:] - boxes[:, :2]) * scale).clamp(min=min_size)
+    size = ((boxes[:, 2:] - boxes[:, :2]) * crop.scale).clamp(min=crop.min_size)
     low, high = centre - size / 2, centre + size / 2
     limit = boxes.new_tensor([width, height])
     low = torch.minimum(low.clamp(min=0), limit)
@@ -43,7 +74,7 @@ def crop_boxes(boxes, height, width, scale=1.2, min_size=10.0):
     return torch.cat([low, high], dim=1)
 
 
-def crop_regions(image, boxes, resolution, scale=1.2, min_size=10.0):
+def crop_regions(image, boxes, resolution, crop=CropSettings()):
     """Crop, square-pad, resize and normalise every box of one image in one go.
 
     Args:
@@ -51,7 +82,7 @@ def crop_regions(image, boxes, resolution, scale=1.2, min_size=10.0):
             `read_image(..., format="RGB")` give) or a torch (3, H, W) tensor.
         boxes: (N, 4) XYXY boxes in absolute pixel coordinates of `image`.
         resolution (int): output side, the CLIP model's `visual.input_resolution`.
-        scale, min_size: see the module docstring.
+        crop (CropSettings): see the module docstring.
 
     Returns:
         float32 (N, 3, resolution, resolution) on the image's device, CLIP-normalised.
@@ -59,7 +90,7 @@ def crop_regions(image, boxes, resolution, scale=1.2, min_size=10.0):
     image = _as_chw_float(image)
     _, height, width = image.shape
     device = image.device
-    crops = crop_boxes(boxes, height, width, scale, min_size).to(device)
+    crops = crop_boxes(boxes, height, width, crop).to(device)
     num = crops.shape[0]
     centre = (crops[:, :2] + crops[:, 2:]) / 2
     # The square's side is the crop's longer one (1e-3 keeps empty crops finite).
@@ -82,7 +113,7 @@ def crop_regions(image, boxes, resolution, scale=1.2, min_size=10.0):
 
 
 @torch.no_grad()
-def encode_regions(model, image, boxes, scale=1.2, min_size=10.0, batch_size=64):
+def encode_regions(model, image, boxes, crop=CropSettings(), batch_size=64):
     """Return float32 (N, D) CLIP image embeddings (not L2-normalised) of the boxes' crops.
 
     Crops are made and encoded `batch_size` boxes at a time on the model's device and in its
@@ -94,7 +125,7 @@ def encode_regions(model, image, boxes, scale=1.2, min_size=10.0, batch_size=64)
     resolution = model.visual.input_resolution
     outputs = []
     for i in range(0, boxes.shape[0], batch_size):
-        crops = crop_regions(image, boxes[i : i + batch_size], resolution, scale, min_size)
+        crops = crop_regions(image, boxes[i : i + batch_size], resolution, crop)
         outputs.append(model.encode_image(crops.to(model.dtype)).float())
     if not outputs:
         return torch.zeros((0, model.text_projection.shape[1]), device=device)

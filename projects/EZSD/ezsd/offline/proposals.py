@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou, nms
 
-from ezsd.clip import encode_regions
+from ezsd.clip import CropSettings, encode_regions
+from ezsd.clip.regions import flatten_crop
 
 from .anchors import clip_boxes, dense_anchors
 
@@ -73,8 +74,7 @@ class ProposalSettings:
     nms_thresh: float = 0.7
     top_k: int = 1000
     logit_scale: Optional[float] = None  # None: the CLIP's own learned scale (100 for OpenAI's)
-    crop_scale: float = 1.0
-    min_size: float = 10.0
+    crop: CropSettings = CropSettings(scale=1.0)  # recorded as crop_scale, min_size
     # fast mode (ignored by exhaustive)
     fast_coarse_stride: float = 1.0  # coarse stride of a size = max(stride, this * size)
     fast_coarse_ratios: Tuple[float, ...] = (1.0,)
@@ -93,7 +93,7 @@ class ProposalSettings:
             raise ValueError(f"rpn_candidates must be positive, not {self.rpn_candidates}")
 
     def to_dict(self):
-        d = dataclasses.asdict(self)
+        d = flatten_crop(dataclasses.asdict(self))
         for mode in ("fast", "rpn"):
             if self.mode != mode:
                 d = {k: v for k, v in d.items() if not k.startswith(f"{mode}_")}
@@ -140,7 +140,7 @@ class CropScorer:
 
     def __call__(self, image, boxes):
         s = self.settings
-        emb = encode_regions(self.model, image, boxes, s.crop_scale, s.min_size, self.batch_size)
+        emb = encode_regions(self.model, image, boxes, s.crop, self.batch_size)
         self.num_encodings += boxes.shape[0]
         logits = self.logit_scale * F.normalize(emb.float(), dim=-1) @ self.text.T
         return tuple(t.cpu() for t in clip_objectness(logits))

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from ezsd.clip import encode_regions
+from ezsd.clip import CropSettings, encode_regions
+from ezsd.clip.regions import flatten_crop
 
 __all__ = ["FeatureSettings", "base_gt_filter", "select_regions", "image_regions"]
 
@@ -30,11 +31,10 @@ class FeatureSettings:
     gt_iou_thresh: float = 0.3  # drop proposals with IoU >= this to a base GT box
     drop_base_argmax: bool = False  # drop proposals whose CLIP argmax is a base class
     top_k: int = 300  # proposals kept per image
-    crop_scale: float = 1.2
-    min_size: float = 10.0
+    crop: CropSettings = CropSettings()  # recorded as crop_scale, min_size
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        return flatten_crop(dataclasses.asdict(self))
 
 
 def base_gt_filter(proposal_boxes, base_gt_boxes, iou_thresh=0.3):
@@ -78,7 +78,7 @@ def image_regions(
     gt_boxes = torch.as_tensor(gt_boxes, dtype=torch.float32).reshape(-1, 4)
     keep = select_regions(proposals, gt_boxes, num_base_classes, settings)
     boxes = torch.cat([gt_boxes, torch.as_tensor(proposals["boxes"], dtype=torch.float32)[keep]])
-    emb = encode_regions(model, image, boxes, settings.crop_scale, settings.min_size, batch_size)
+    emb = encode_regions(model, image, boxes, settings.crop, batch_size)
     num_gt = gt_boxes.shape[0]
     return dict(
         boxes=boxes.numpy(),

@@ -50,7 +50,7 @@ from ezsd.clip import (
     load_clip,
     text_embeddings,
 )
-from ezsd.clip.regions import CLIP_MEAN, CLIP_STD, crop_regions
+from ezsd.clip.regions import CLIP_MEAN, CLIP_STD, CropSettings, crop_regions, flatten_crop
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import (
     atomic_write,
@@ -99,8 +99,7 @@ class RenormSettings:
     # read). Not in the official recipe; counters the drift of base-only negatives (see below).
     novel_negatives: bool = False
     prompts: Sequence[str] = DEFAULT_PROMPTS
-    crop_scale: float = 1.2
-    min_crop_size: float = 10.0
+    crop: CropSettings = CropSettings()  # recorded as crop_scale, min_crop_size
     seed: int = 0  # the image order of epoch e is a permutation drawn from (seed, e)
     crop_cache_mb: float = 1024.0  # keep crops in memory (made once) when they fit in this
 
@@ -112,7 +111,7 @@ class RenormSettings:
             (self.lr > 0, "the learning rate must be > 0"),
             (self.weight_decay >= 0, "weight decay must be >= 0"),
             (self.grad_clip > 0, "the gradient clip must be > 0"),
-            (self.crop_scale > 0 and self.min_crop_size >= 0, "bad crop scale / min size"),
+            (self.crop.scale > 0 and self.crop.min_size >= 0, "bad crop scale / min size"),
             (len(self.prompts) > 0, "at least one prompt template is needed"),
         )
         for ok, message in checks:
@@ -122,7 +121,7 @@ class RenormSettings:
     def fingerprint(self):
         """Everything that shapes the result except `epochs` (a run may be extended) and the
         crop cache (it changes memory use, not numbers)."""
-        fields = dataclasses.asdict(self)
+        fields = flatten_crop(dataclasses.asdict(self), min_size_key="min_crop_size")
         fields.pop("epochs")
         fields.pop("crop_cache_mb")
         fields["prompts"] = list(self.prompts)
@@ -258,9 +257,9 @@ def _text_features(model, tokens):
 class _CropSource:
     """Normalised CLIP crops of an image's base boxes; made once and kept when they fit."""
 
-    def __init__(self, samples, resolution, scale, min_size, device, cache_mb):
+    def __init__(self, samples, resolution, crop, device, cache_mb):
         self.samples, self.resolution = samples, resolution
-        self.scale, self.min_size, self.device = scale, min_size, device
+        self.crop, self.device = crop, device
         size_mb = samples.num_boxes * 3 * resolution**2 * 4 / 2**20
         self.cache = {} if size_mb <= cache_mb else None
         if self.cache is None:
@@ -274,8 +273,7 @@ class _CropSource:
             torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).to(self.device),
             torch.from_numpy(self.samples.boxes[index]),
             self.resolution,
-            self.scale,
-            self.min_size,
+            self.crop,
         )
         if self.cache is not None:
             self.cache[index] = crops
@@ -332,8 +330,7 @@ def train_layernorms(
     crops_of = _CropSource(
         samples,
         model.visual.input_resolution,
-        settings.crop_scale,
-        settings.min_crop_size,
+        settings.crop,
         device,
         settings.crop_cache_mb,
     )
@@ -552,9 +549,7 @@ def renormalize_clip(
         logger.info(f"resuming re-normalization after epoch {state['epoch']} from {state_path}")
 
     model = load_clip(clip_path, device=device)  # fp32 for training
-    eval_kw = dict(
-        prompts=settings.prompts, scale=settings.crop_scale, min_size=settings.min_crop_size
-    )
+    eval_kw = dict(prompts=settings.prompts, crop=settings.crop)
     if state is None:
         before = crop_classification_accuracy(
             model, val_dicts, val_classes, base_names, novel_names, **eval_kw
