@@ -3,10 +3,10 @@
 
 EZSD starts its detector from an ImageNet-pretrained ResNet, and ImageNet holds COCO's novel
 categories at image level. The analogue here: detectron2's own ResNet (built from the detector's
-config, so the weights load into it by name) trained as a classifier of all 12 categories on
+config, so the weights load into it by name) trained as a classifier of all the categories on
 ShapesOVD's broad CLIP domain (`render_clip_pairs`, never the detection images or their boxes).
 It writes a detectron2 checkpoint (`{"model": {"backbone.bottom_up.*": ...}}`) for MODEL.WEIGHTS.
-The defaults reproduce weights/shapes_r18_pretrained.pth; docs/SHAPES_RESULTS.md has the log.
+The defaults reproduce weights/shapes_r18_pretrained.pth (docs/SHAPES_RESULTS.md has its figures).
 
 Batch `k` is rendered from seed (seed, k), so a run killed and resumed (`--resume`, from the
 state saved every --save-every steps) sees the same data as an uninterrupted one.

@@ -29,8 +29,6 @@ Examples, after `make demo` (ShapesOVD, output/demo/):
   tools/demo.py --config-file configs/ShapesOVD/ezsd_R_18_FPN.yaml --cpu \\
       --input 'output/demo/datasets/shapes_ovd/val/*.jpg' --output output/demo/vis_custom \\
       --custom-vocabulary lemon,lime,banana --opts MODEL.WEIGHTS output/demo/train/model_final.pth
-`make demo` trains for 100 iterations only: its scores are low, so lower --confidence-threshold
-(e.g. 0.001) to see its boxes at all.
 """
 
 import argparse
