@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import ezsd.clip.small_clip_training as small_clip_training
 from ezsd.clip import encode_regions, load_clip, text_embeddings
 from ezsd.data.shapes_ovd import (
     BACKGROUND_CAPTIONS,
@@ -17,15 +18,9 @@ from ezsd.data.shapes_ovd import (
     render_scene,
 )
 
-from train_workspace import load_tool
-
 REPO = os.path.join(os.path.dirname(__file__), "..")
 WEIGHTS = os.path.join(REPO, "weights", "shapes_clip_vit.pt")
 CHANCE = 1.0 / len(CATEGORY_NAMES)
-
-
-def _tool():
-    return load_tool("train_small_clip")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +35,9 @@ def test_shipped_clip_knows_its_own_domain(shipped):
     images, labels, _ = render_clip_pairs(
         seed=2024, num=48, image_size=model.visual.input_resolution
     )
-    pred = (F.normalize(model.encode_image(_tool().to_tensor(images)), dim=-1) @ text.T).argmax(1)
+    pred = (
+        F.normalize(model.encode_image(small_clip_training.to_tensor(images)), dim=-1) @ text.T
+    ).argmax(1)
     assert (pred.numpy() == labels).mean() > 0.8  # chance: 1/24
 
 
@@ -53,7 +50,7 @@ def test_shipped_clip_is_unsure_on_object_free_images(shipped):
     images, labels, _ = render_clip_pairs(
         seed=2025, num=96, image_size=model.visual.input_resolution, background_fraction=0.5
     )
-    image = F.normalize(model.encode_image(_tool().to_tensor(images)).float(), dim=-1)
+    image = F.normalize(model.encode_image(small_clip_training.to_tensor(images)).float(), dim=-1)
     top = (model.logit_scale.exp().float() * image @ text.float().T).softmax(1).max(1).values
     on_objects = top[torch.from_numpy(labels >= 0)].mean()
     on_background = top[torch.from_numpy(labels == BACKGROUND_LABEL)].mean()
@@ -119,13 +116,13 @@ def test_training_tool_runs_and_round_trips(tmp_path):
         "--workers",
         "0",
     ]
-    trained = _tool().main(tiny).eval()
+    trained = small_clip_training.main(tiny).eval()
     rebuilt = load_clip(out)
     assert rebuilt.visual.input_resolution == 32 and rebuilt.context_length == 16
     assert rebuilt.token_embedding.weight.shape[0] == 49408
     images, _, captions = render_clip_pairs(seed=0, num=4, image_size=32)
     tokens = clip.tokenize(captions, context_length=16)
-    x = _tool().to_tensor(images)
+    x = small_clip_training.to_tensor(images)
     with torch.no_grad():
         for a, b in (
             (trained.encode_image(x), rebuilt.encode_image(x)),

@@ -1,7 +1,6 @@
 """The toy detector workspace that the train_net tests share: ShapesOVD images, a tiny random
 CLIP, text embeddings and region features made by the real tools (as subprocesses)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -21,14 +20,6 @@ CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "ezsd_R_18_FPN.yaml")
 
 def tool_command(name, *args):
     return [sys.executable, os.path.join(REPO, "tools", name), *map(str, args)]
-
-
-def load_tool(name):
-    """Import tools/NAME.py as a module (the tools are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 RPN_CONFIG = os.path.join(REPO, "configs", "ShapesOVD", "rpn_R_18_FPN.yaml")
