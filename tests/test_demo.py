@@ -35,10 +35,10 @@ def demo_module():
 
 @pytest.fixture
 def demo(demo_module, monkeypatch):
-    """ezsd.demo (tools/demo.py's command line), to run its main() in this process; its log
-    handlers are left out (detectron2's setup_logger binds them once to the sys.stdout of the
-    moment, which pytest's capture replaces from test to test)."""
-    monkeypatch.setattr(demo_module, "setup_logger", lambda *args, **kwargs: None)
+    """ezsd.demo (tools/demo.py's command line), to run its main() in this process (which, unlike
+    the tool, sets up no log handler); the "ezsd" logger's handlers are left out (detectron2's
+    setup_logger binds them once to the sys.stdout of the moment, which pytest's capture replaces
+    from test to test)."""
     monkeypatch.setattr(logging.getLogger("ezsd"), "handlers", [])
     return demo_module
 

@@ -9,28 +9,10 @@
 `--help` lists the options; the demo is ezsd.demo (inference: ezsd.predictor).
 """
 
-from ezsd.demo import argument_parser, run_demo
-from ezsd.utils.errors import exit_on_user_error
+from detectron2.utils.logger import setup_logger
 
-
-@exit_on_user_error
-def main(argv=None):
-    from detectron2.utils.logger import setup_logger
-
-    args = argument_parser().parse_args(argv)
-    setup_logger(name="ezsd")
-    run_demo(
-        args.config_file,
-        args.input,
-        args.output,
-        vocabulary=args.vocabulary,
-        custom_vocabulary=args.custom_vocabulary,
-        confidence_threshold=args.confidence_threshold,
-        cpu=args.cpu,
-        cache_dir=args.cache_dir,
-        opts=args.opts,
-    )
-
+from ezsd.demo import main
 
 if __name__ == "__main__":
+    setup_logger(name="ezsd")  # here, not in main(): tests call main() in-process
     main()

@@ -6,7 +6,11 @@
 `--help` lists the options and examples; the command line is ezsd.clip.text_cli.
 """
 
+from detectron2.utils.logger import setup_logger
+
 from ezsd.clip.text_cli import main
 
 if __name__ == "__main__":
+    # here, not in main(): tests call main() in-process
+    setup_logger(name="ezsd", abbrev_name="ezsd")
     main()

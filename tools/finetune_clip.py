@@ -8,7 +8,11 @@ examples; the command line is ezsd.offline.renormalization_cli, the method
 ezsd.offline.renormalization.
 """
 
+from detectron2.utils.logger import setup_logger
+
 from ezsd.offline.renormalization_cli import main
 
 if __name__ == "__main__":
+    # here, not in main(): tests call main() in-process
+    setup_logger(name="ezsd", abbrev_name="ezsd")
     main()

@@ -12,7 +12,6 @@ from detectron2.utils.logger import setup_logger
 from ezsd.offline.precompute_cli import main
 
 if __name__ == "__main__":
-    setup_logger(
-        name="ezsd", abbrev_name="ezsd"
-    )  # here, not in main(): tests call main() in-process
+    # here, not in main(): tests call main() in-process
+    setup_logger(name="ezsd", abbrev_name="ezsd")
     main()

@@ -38,7 +38,6 @@ import os
 
 import torch
 from detectron2.data.detection_utils import read_image
-from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
 from tqdm import tqdm
@@ -259,7 +258,6 @@ def run_demo(
 @exit_on_user_error
 def main(argv=None):
     args = argument_parser().parse_args(argv)
-    setup_logger(name="ezsd")
     return run_demo(
         args.config_file,
         args.input,

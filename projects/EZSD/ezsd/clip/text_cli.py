@@ -11,7 +11,6 @@ import logging
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.utils.logger import setup_logger
 
 from ezsd.clip import (
     add_prompt_arguments,
@@ -46,7 +45,6 @@ def parse_args(argv=None):
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
-    setup_logger(name="ezsd")
     names_path(args.out)  # refuse a bad output name or folder before the slow part
     check_writable_dir(os.path.dirname(os.path.abspath(args.out)), "--out folder")
     if args.names is not None:

@@ -137,7 +137,6 @@ def main(argv=None):
     import json
 
     from detectron2.data import MetadataCatalog
-    from detectron2.utils.logger import setup_logger
 
     import ezsd  # noqa: F401  (registers the builtin datasets)
     from ezsd.config import load_ezsd_config
@@ -146,7 +145,6 @@ def main(argv=None):
     from ezsd.utils.file_io import check_writable_dir
 
     args = argument_parser().parse_args(argv)
-    setup_logger(name="ezsd")
     cfg = load_ezsd_config(args.config_file, args.opts)
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "")
     if dataset not in DatasetCatalog.list():

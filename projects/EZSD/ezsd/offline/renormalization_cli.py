@@ -23,7 +23,6 @@ import argparse
 import logging
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
 from ezsd.clip import add_prompt_arguments, clip_checkpoint_hash, prompts_from_args
@@ -143,7 +142,6 @@ def _clean_domain(num, class_names):
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
-    setup_logger(name="ezsd", abbrev_name="ezsd")
     prompts = prompts_from_args(args)
     settings = RenormSettings(
         epochs=args.epochs,
