@@ -549,18 +549,26 @@ def renormalize_clip(
         logger.info(f"resuming re-normalization after epoch {state['epoch']} from {state_path}")
 
     model = load_clip(clip_path, device=device)  # fp32 for training
-    eval_kw = dict(prompts=settings.prompts, crop=settings.crop)
+
+    def evaluate(clip_model):
+        """GT-crop accuracy on the val split and clean-domain accuracy (None without images)."""
+        crops = crop_classification_accuracy(
+            clip_model,
+            val_dicts,
+            val_classes,
+            base_names,
+            novel_names,
+            prompts=settings.prompts,
+            crop=settings.crop,
+        )
+        if clean_domain is None:
+            return crops, None
+        return crops, clean_domain_accuracy(
+            clip_model, *clean_domain, val_classes, base_names, novel_names, settings.prompts
+        )
+
     if state is None:
-        before = crop_classification_accuracy(
-            model, val_dicts, val_classes, base_names, novel_names, **eval_kw
-        )
-        clean_before = (
-            clean_domain_accuracy(
-                model, *clean_domain, val_classes, base_names, novel_names, settings.prompts
-            )
-            if clean_domain is not None
-            else None
-        )
+        before, clean_before = evaluate(model)
         # Plain JSON types (the report holds NumPy floats), so the state file loads weights-only.
         before, clean_before = json.loads(json.dumps([before, clean_before]))
         state = {"epoch": 0, "losses": [], "before": before, "clean_before": clean_before}
@@ -595,16 +603,7 @@ def renormalize_clip(
     save_renormalized_checkpoint(model, ckpt_path, names, fp16=_source_is_fp16(clip_path))
 
     tuned = load_clip(ckpt_path, device=device)  # evaluate what downstream tools will load
-    after = crop_classification_accuracy(
-        tuned, val_dicts, val_classes, base_names, novel_names, **eval_kw
-    )
-    clean_after = (
-        clean_domain_accuracy(
-            tuned, *clean_domain, val_classes, base_names, novel_names, settings.prompts
-        )
-        if clean_domain is not None
-        else None
-    )
+    after, clean_after = evaluate(tuned)
     headline = ("base-among-all", "novel-among-all", "all", "num_base", "num_novel", "num_all")
     report = {
         "clip": os.fspath(clip_path),
