@@ -99,3 +99,18 @@ def test_results_record_every_input_that_decides_the_figures(tmp_path):
     assert results["proposal_mode"] == "random" and results["renorm_epochs"] is None
     assert results["git_commit"] and len(results["git_commit"].split("+")[0]) == 40
     assert json.loads((tmp_path / "results.json").read_text()) == results
+
+
+@pytest.mark.parametrize("opts, stored", [((), 32), (("MODEL.EZSD.DISTILL.NUM_PROPOSALS", 64), 64)])
+def test_features_store_the_regions_the_training_distills(tmp_path, opts, stored):
+    """--opts that change how many regions training distills change how many are stored: a store
+    of the config's 32 would otherwise feed a run asked for 64 with 32 (no error, fewer regions)."""
+    _data(tmp_path, num_train=4, num_val=2)
+    pipeline = _pipeline(tmp_path, "--num-train", 4, "--num-val", 2, "--opts", *opts)
+    calls = []
+    pipeline.run_tool = lambda stage, script, *args: calls.append(args)
+    pipeline.features()
+    (args,) = calls
+    assert args[args.index("--regions-per-image") + 1] == stored
+    recorded = json.loads((tmp_path / "features_raw_fast" / "pipeline_inputs.json").read_text())
+    assert recorded["regions"] == stored

@@ -365,9 +365,11 @@ class Pipeline:
         self.feature_dir = os.path.join(self.shared, f"features_{self.clip_tag}_{mode}")
         if mode is None:
             return
-        # The detector distills regions sampled from the first NUM_PROPOSALS stored per image:
-        # storing more would be CLIP work that no training step reads.
-        regions = load_ezsd_config(CONFIG).MODEL.EZSD.DISTILL.NUM_PROPOSALS
+        # The detector distills regions sampled from the first NUM_PROPOSALS stored per image
+        # (the config's, or --opts'): storing more would be CLIP work that no training step reads.
+        regions = load_ezsd_config(
+            CONFIG, self.args.opts, "--opts"
+        ).MODEL.EZSD.DISTILL.NUM_PROPOSALS
         extra = ["--regions-per-image", regions]
         if mode == "rpn":
             extra += [
