@@ -6,6 +6,7 @@ image; the whole file runs in well under a minute on two CPU cores.
 """
 
 import glob
+import logging
 import math
 import os
 import random
@@ -317,9 +318,13 @@ def test_random_mode_draws_anchors_seeded_by_the_image_without_clip():
 # ---------------------------------------------------------------- the tool, end to end
 
 
-def test_store_is_readable_compact_and_base_only(world):
+def test_store_is_readable_compact_and_base_only(world, caplog):
     out = world["root"] / "single"
-    summary = _run(world, out)
+    with caplog.at_level(logging.INFO, logger="ezsd.offline.pipeline"):
+        summary = _run(world, out)
+    # without the bar, the progress is logged (the pipeline runner's logs)
+    progress = [m for m in caplog.messages if m.startswith("CLIP all [") and "img/s" in m]
+    assert progress and progress[-1].split(": ")[1].startswith(f"{NUM_TRAIN} of {NUM_TRAIN} ")
     assert (
         summary["merged"]
         and summary["images"] == NUM_TRAIN

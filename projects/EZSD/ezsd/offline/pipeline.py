@@ -297,14 +297,17 @@ def run_precompute(cfg):
     feature_encodings = resumed = no_gt = 0
     start = time.perf_counter()
     total_regions = done = 0
+    desc = f"CLIP {cfg.stage} [{spec.name}]"
     bar = tqdm(
         mine,
-        desc=f"CLIP {cfg.stage} [{spec.name}]",
+        desc=desc,
         unit="img",
         dynamic_ncols=True,
         disable=not cfg.progress,
     )
-    for record in bar:
+    # Without the bar (logs of the pipeline runner), a line per tenth of the images instead.
+    log_every = max(1, len(mine) // 10)
+    for position, record in enumerate(bar, 1):
         image_id = str(record["image_id"])
         rfile = region_file(cfg.output, image_id)
         have_p = cfg.resume and image_id in store or cfg.stage == "features"
@@ -358,6 +361,8 @@ def run_precompute(cfg):
         bar.set_postfix_str(
             f"{done / elapsed:.2f} img/s, {total_regions / elapsed:.0f} regions/s", refresh=False
         )
+        if not cfg.progress and (position % log_every == 0 or position == len(mine)):
+            logger.info(f"{desc}: {position} of {len(mine)} images, {done / elapsed:.2f} img/s")
     bar.close()
     elapsed = time.perf_counter() - start
 
