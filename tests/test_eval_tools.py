@@ -173,3 +173,55 @@ def test_proposal_recall_command_line(detector, tmp_path, capsys):
     assert printed["recall"] == {"1": 0.0, str(1 + most): 1.0} and printed["gt_boxes"] > 0
     with pytest.raises(SystemExit):
         recall_main(["--dataset", VAL, "--proposals", str(tmp_path / "none")])
+
+
+def test_novel_error_breakdown_command_line(detector, tmp_path, capsys):
+    """Hand-made detections on the val split's novel objects, one outcome each in turn: the right
+    name, a base name scored above the right one, another novel name, and a box shifted off the
+    object (IoU < 0.5); base objects are ignored. The counts come back as made."""
+    from detectron2.data import MetadataCatalog
+
+    from ezsd.evaluation.novel_errors import OUTCOMES
+    from ezsd.evaluation.novel_errors import main as novel_errors_main
+
+    meta = MetadataCatalog.get(VAL)
+    gt = json.loads(open(meta.json_file).read())
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    ids = {n: i for i, n in names.items()}
+    novel = list(meta.novel_classes)
+    base_id = ids[SHAPES_BASE[0]]
+    detections, expected = [], dict.fromkeys(OUTCOMES, 0)
+    objects = [a for a in gt["annotations"] if names[a["category_id"]] in novel]
+    assert len(objects) >= 4
+    for k, a in enumerate(objects):
+        x, y, w, h = a["bbox"]
+        det = dict(image_id=a["image_id"], bbox=[x, y, w, h], score=0.5)
+        outcome = OUTCOMES[[1, 3, 2, 0][k % 4]]
+        expected[outcome] += 1
+        other = ids[next(n for n in novel if n != names[a["category_id"]])]
+        if outcome == "right":
+            detections.append(dict(det, category_id=a["category_id"]))
+        elif outcome == "base":
+            detections += [dict(det, category_id=a["category_id"], score=0.4)]
+            detections += [dict(det, category_id=base_id, score=0.9)]
+        elif outcome == "other_novel":
+            detections.append(dict(det, category_id=other))
+        else:
+            detections.append(dict(det, bbox=[x + w, y + h, w, h], category_id=a["category_id"]))
+    for a in gt["annotations"]:  # base objects: not counted, whatever their detections
+        if names[a["category_id"]] not in novel:
+            detections.append(
+                dict(image_id=a["image_id"], bbox=a["bbox"], score=1.0, category_id=ids[novel[0]])
+            )
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps(detections))
+    novel_errors_main(["--dataset", VAL, "--detections", str(path)])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {o: printed[o] for o in OUTCOMES} == expected
+    assert printed["novel_objects"] == len(objects)
+    assert sum(n for _, _, n in printed["confusions"]) == expected["base"] + expected["other_novel"]
+    path.write_text(json.dumps([dict(detections[0], image_id=10**6)]))
+    with pytest.raises(UserInputError, match="are not in --dataset"):
+        novel_errors_main(["--dataset", VAL, "--detections", str(path)])
+    with pytest.raises(UserInputError, match="has no novel boxes"):
+        novel_errors_main(["--dataset", TRAIN, "--detections", str(path)])

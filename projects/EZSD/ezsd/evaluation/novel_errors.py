@@ -1,0 +1,119 @@
+"""What a detector made of each novel object of an evaluation split, from the detections file
+its COCO evaluation wrote (inference/<dataset>/coco_instances_results.json): no detection
+covers the object (IoU below the threshold), or the best-scored detection that covers it names
+it right, names another novel class, or names a base class. It tells localization from naming
+where novel AP is low, with no model:
+
+    python -m ezsd.evaluation.novel_errors --dataset shapes_ovd_val \
+        --detections output/demo/train/inference/shapes_ovd_val/coco_instances_results.json
+"""
+
+import collections
+import json
+
+from pycocotools import mask as mask_util
+
+__all__ = ["OUTCOMES", "novel_object_outcomes"]
+
+OUTCOMES = ("no_box", "right", "other_novel", "base")
+
+
+def novel_object_outcomes(gt_json, novel_classes, detections, iou=0.5, top_confusions=10):
+    """{"novel_objects": N, "no_box" / "right" / "other_novel" / "base": counts, "confusions":
+    [[true name, predicted name, count], ...] (the most frequent wrong names first)}.
+
+    Args:
+        gt_json: the split's COCO-format ground truth (dict), with the novel boxes.
+        novel_classes: the novel class names.
+        detections: COCO results (dicts with image_id, category_id, bbox XYWH, score).
+        iou: the IoU at which a detection covers an object.
+    """
+    names = {c["id"]: c["name"] for c in gt_json["categories"]}
+    novel = set(novel_classes)
+    missing = novel - set(names.values())
+    if missing:
+        raise ValueError(f"novel classes not in the ground truth: {sorted(missing)}")
+    by_image = collections.defaultdict(list)
+    for d in detections:
+        by_image[d["image_id"]].append(d)
+    counts = collections.Counter({o: 0 for o in OUTCOMES})
+    confusions = collections.Counter()
+    for a in gt_json["annotations"]:
+        true = names[a["category_id"]]
+        if true not in novel or a.get("iscrowd", 0):
+            continue
+        dets = by_image[a["image_id"]]
+        covering = []
+        if dets:
+            ious = mask_util.iou([d["bbox"] for d in dets], [a["bbox"]], [0]).ravel()
+            covering = [d for d, o in zip(dets, ious) if o >= iou]
+        if not covering:
+            counts["no_box"] += 1
+            continue
+        named = names[max(covering, key=lambda d: d["score"])["category_id"]]
+        outcome = "right" if named == true else "other_novel" if named in novel else "base"
+        counts[outcome] += 1
+        if outcome != "right":
+            confusions[(true, named)] += 1
+    return dict(
+        novel_objects=sum(counts.values()),
+        **counts,
+        confusions=[[t, p, n] for (t, p), n in confusions.most_common(top_confusions)],
+    )
+
+
+def main(argv=None):
+    """The command line `python -m ezsd.evaluation.novel_errors`."""
+    import argparse
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    import ezsd  # noqa: F401  (registers the builtin datasets)
+    from ezsd.data.datasets.split_json import read_json
+    from ezsd.utils.errors import UserInputError
+
+    p = argparse.ArgumentParser(
+        description="Each novel object of an evaluation split: no detection covers it, or the "
+        "best-scored covering detection names it right, another novel class or a base class. "
+        "Prints the counts and the most frequent wrong names as JSON."
+    )
+    p.add_argument("--dataset", required=True, help="a registered evaluation split (novel boxes)")
+    p.add_argument(
+        "--detections",
+        required=True,
+        metavar="FILE",
+        help="the COCO results its evaluation wrote (coco_instances_results.json)",
+    )
+    p.add_argument(
+        "--iou", type=float, default=0.5, help="IoU at which a detection covers an object"
+    )
+    args = p.parse_args(argv)
+    if args.dataset not in DatasetCatalog.list():
+        raise UserInputError(f"--dataset {args.dataset!r} is not a registered dataset")
+    meta = MetadataCatalog.get(args.dataset)
+    if not meta.get("novel_annotated"):
+        raise UserInputError(
+            f"--dataset '{args.dataset}' has no novel boxes: use an evaluation split"
+        )
+    gt = read_json(meta.json_file)
+    detections = read_json(args.detections)
+    image_ids = {i["id"] for i in gt["images"]}
+    foreign = {d["image_id"] for d in detections} - image_ids
+    if foreign:
+        raise UserInputError(
+            f"--detections {args.detections}: image ids {sorted(foreign)[:5]} are not in "
+            f"--dataset '{args.dataset}' ({meta.json_file}): detections of another dataset?"
+        )
+    result = dict(
+        dataset=args.dataset,
+        iou=args.iou,
+        **novel_object_outcomes(gt, meta.novel_classes, detections, args.iou),
+    )
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    from ezsd.utils.errors import exit_on_user_error
+
+    exit_on_user_error(main)()
