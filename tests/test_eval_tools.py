@@ -219,9 +219,13 @@ def test_novel_error_breakdown_command_line(detector, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {o: printed[o] for o in OUTCOMES} == expected
     assert printed["novel_objects"] == len(objects)
+    assert printed["right_name_covers"] == expected["right"] + expected["base"]
     assert sum(n for _, _, n in printed["confusions"]) == expected["base"] + expected["other_novel"]
     path.write_text(json.dumps([dict(detections[0], image_id=10**6)]))
     with pytest.raises(UserInputError, match="are not in --dataset"):
+        novel_errors_main(["--dataset", VAL, "--detections", str(path)])
+    path.write_text(json.dumps([dict(detections[0], category_id=10**6)]))
+    with pytest.raises(UserInputError, match="another vocabulary"):
         novel_errors_main(["--dataset", VAL, "--detections", str(path)])
     with pytest.raises(UserInputError, match="has no novel boxes"):
         novel_errors_main(["--dataset", TRAIN, "--detections", str(path)])

@@ -19,8 +19,10 @@ OUTCOMES = ("no_box", "right", "other_novel", "base")
 
 
 def novel_object_outcomes(gt_json, novel_classes, detections, iou=0.5, top_confusions=10):
-    """{"novel_objects": N, "no_box" / "right" / "other_novel" / "base": counts, "confusions":
-    [[true name, predicted name, count], ...] (the most frequent wrong names first)}.
+    """{"novel_objects": N, "no_box" / "right" / "other_novel" / "base": counts by the
+    best-scored covering detection, "right_name_covers": objects covered by a detection of their
+    own name at any score (the recall the class's AP can reach), "confusions": [[true name,
+    predicted name, count], ...] (the most frequent wrong names first)}.
 
     Args:
         gt_json: the split's COCO-format ground truth (dict), with the novel boxes.
@@ -38,6 +40,7 @@ def novel_object_outcomes(gt_json, novel_classes, detections, iou=0.5, top_confu
         by_image[d["image_id"]].append(d)
     counts = collections.Counter({o: 0 for o in OUTCOMES})
     confusions = collections.Counter()
+    recalled = 0  # covered by a detection of the right name, at any score (the AP's recall)
     for a in gt_json["annotations"]:
         true = names[a["category_id"]]
         if true not in novel or a.get("iscrowd", 0):
@@ -50,6 +53,7 @@ def novel_object_outcomes(gt_json, novel_classes, detections, iou=0.5, top_confu
         if not covering:
             counts["no_box"] += 1
             continue
+        recalled += any(d["category_id"] == a["category_id"] for d in covering)
         named = names[max(covering, key=lambda d: d["score"])["category_id"]]
         outcome = "right" if named == true else "other_novel" if named in novel else "base"
         counts[outcome] += 1
@@ -58,6 +62,7 @@ def novel_object_outcomes(gt_json, novel_classes, detections, iou=0.5, top_confu
     return dict(
         novel_objects=sum(counts.values()),
         **counts,
+        right_name_covers=recalled,
         confusions=[[t, p, n] for (t, p), n in confusions.most_common(top_confusions)],
     )
 
@@ -103,6 +108,12 @@ def main(argv=None):
         raise UserInputError(
             f"--detections {args.detections}: image ids {sorted(foreign)[:5]} are not in "
             f"--dataset '{args.dataset}' ({meta.json_file}): detections of another dataset?"
+        )
+    unknown = {d["category_id"] for d in detections} - {c["id"] for c in gt["categories"]}
+    if unknown:
+        raise UserInputError(
+            f"--detections {args.detections}: category ids {sorted(unknown)[:5]} are not in "
+            f"--dataset '{args.dataset}' ({meta.json_file}): detections of another vocabulary?"
         )
     result = dict(
         dataset=args.dataset,
