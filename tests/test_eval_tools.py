@@ -1,5 +1,6 @@
 """The evaluation tools of a trained model's parts: tools/eval_on_gt_boxes.py (the detector's
-classifier on GT boxes) and `python -m ezsd.offline.recall` (proposal recall), on a generated
+classifier on GT boxes), `python -m ezsd.offline.recall` (proposal recall) and
+`python -m ezsd.evaluation.novel_errors` (what became of each novel object), on a generated
 3-image ShapesOVD split and a randomly initialised ShapesOVD detector (CPU)."""
 
 import json
