@@ -19,7 +19,7 @@ import argparse
 import logging
 import os
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
@@ -36,7 +36,7 @@ from ezsd.clip import (
     region_recall,
     text_embeddings,
 )
-from ezsd.evaluation import OVDCOCOEvaluator
+from ezsd.evaluation import OVDCOCOEvaluator, evaluation_split_metadata
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write_json, check_writable_dir
 
@@ -84,18 +84,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="ezsd")
-    if args.dataset not in DatasetCatalog.list():
-        raise UserInputError(f"--dataset '{args.dataset}' is not a registered dataset")
-    meta = MetadataCatalog.get(args.dataset)
+    meta = evaluation_split_metadata(args.dataset)
     if meta.get("evaluator_type") != "coco":
         raise UserInputError(
             f"--dataset '{args.dataset}': evaluator_type "
             f"{meta.get('evaluator_type')!r}, only COCO-style datasets are supported"
-        )
-    if not (meta.get("novel_classes") and meta.get("novel_annotated")):
-        raise UserInputError(
-            f"--dataset '{args.dataset}' has no novel boxes: use an evaluation split "
-            "(register_ovd_dataset(..., novel_annotated=True))"
         )
     dicts = DatasetCatalog.get(args.dataset)[: args.max_images]
     boxes = region_boxes(args.regions, dicts, args.top_k)

@@ -136,21 +136,17 @@ def main(argv=None):
     """The command line of tools/eval_on_gt_boxes.py."""
     import json
 
-    from detectron2.data import MetadataCatalog
-
     import ezsd  # noqa: F401  (registers the builtin datasets)
     from ezsd.config import load_ezsd_config
     from ezsd.predictor import build_detector, weights_file
-    from ezsd.utils.errors import UserInputError
     from ezsd.utils.file_io import check_writable_dir
+
+    from .build import evaluation_split_metadata
 
     args = argument_parser().parse_args(argv)
     cfg = load_ezsd_config(args.config_file, args.opts)
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "")
-    if dataset not in DatasetCatalog.list():
-        raise UserInputError(f"--dataset {dataset!r} is not a registered dataset")
-    if not MetadataCatalog.get(dataset).get("novel_annotated"):
-        raise UserInputError(f"--dataset '{dataset}' has no novel boxes: use an evaluation split")
+    evaluation_split_metadata(dataset)
     cfg.DATASETS.TEST = (dataset,)  # the inference vocabulary is checked against its classes
     cfg.MODEL.WEIGHTS = weights_file(cfg, args.config_file, "MODEL.WEIGHTS" in list(args.opts)[::2])
     if args.output:

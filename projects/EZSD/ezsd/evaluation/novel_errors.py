@@ -71,11 +71,11 @@ def main(argv=None):
     """The command line `python -m ezsd.evaluation.novel_errors`."""
     import argparse
 
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     import ezsd  # noqa: F401  (registers the builtin datasets)
     from ezsd.data.datasets.split_json import read_json
     from ezsd.utils.errors import UserInputError
+
+    from .build import evaluation_split_metadata
 
     p = argparse.ArgumentParser(
         description="Each novel object of an evaluation split: no detection covers it, or the "
@@ -93,13 +93,7 @@ def main(argv=None):
         "--iou", type=float, default=0.5, help="IoU at which a detection covers an object"
     )
     args = p.parse_args(argv)
-    if args.dataset not in DatasetCatalog.list():
-        raise UserInputError(f"--dataset {args.dataset!r} is not a registered dataset")
-    meta = MetadataCatalog.get(args.dataset)
-    if not meta.get("novel_annotated"):
-        raise UserInputError(
-            f"--dataset '{args.dataset}' has no novel boxes: use an evaluation split"
-        )
+    meta = evaluation_split_metadata(args.dataset)
     gt = read_json(meta.json_file)
     detections = read_json(args.detections)
     image_ids = {i["id"] for i in gt["images"]}
