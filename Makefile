@@ -36,11 +36,13 @@ demo: $(STAMP)
 		--config-file output/demo/train/config.yaml --vocabulary shapes_ovd_val \
 		--input 'output/demo/datasets/shapes_ovd/val/00000[4-7].jpg' --output output/demo/pictures
 
-# Style first (ruff, pyproject.toml), then the tests.
+# Style first (ruff, pyproject.toml), then the tests, one pytest-xdist worker per core (most tests
+# run one thread or one tool process at a time); --dist loadfile keeps a file's shared fixtures on
+# one worker.
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n auto --dist loadfile tests
 
 clean-venv:
 	rm -rf $(VENV)

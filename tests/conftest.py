@@ -1,3 +1,4 @@
+import fcntl
 import os
 
 import pytest
@@ -12,8 +13,20 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def shapes_workspace(tmp_path_factory):
     """(root, env): the toy ShapesOVD detector workspace (tests/train_workspace.py), built once per
-    session for every train_net test."""
-    from train_workspace import build_workspace
+    test run for every train_net test. Under pytest-xdist (`make test` runs `-n auto`) the workers
+    share one: the first to take the lock builds it in the run's common temporary folder."""
+    from train_workspace import build_workspace, workspace_env
 
-    root = tmp_path_factory.mktemp("shapes_workspace")
-    return root, build_workspace(root)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.mktemp("shapes_workspace")
+        return root, build_workspace(root)
+    # a worker's basetemp is RUN/popen-gwN: RUN is this run's own folder, shared by its workers
+    root = tmp_path_factory.getbasetemp().parent / "shapes_workspace"
+    built = root / "built"
+    with open(f"{root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():
+            root.mkdir(exist_ok=True)
+            build_workspace(root)
+            built.touch()
+    return root, workspace_env(root)

@@ -55,11 +55,16 @@ def register_shapes_splits(data, train_name, val_name):
             )
 
 
+def workspace_env(root):
+    """The tools' environment for the workspace under `root`."""
+    return dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1")
+
+
 def build_workspace(root):
     """6 train + 3 val images of 128 px under `root`; returns the tools' environment."""
     generate_shapes_ovd(str(root / "shapes_ovd"), seed=0, num_train=6, num_val=3, image_size=128)
     save_clip_checkpoint(tiny_clip(), str(root / "clip.pt"))
-    env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1")
+    env = workspace_env(root)
     for dataset, out in (("shapes_ovd_train", "text_base.npy"), ("shapes_ovd_val", "text_all.npy")):
         result = run_tool(
             "dump_text_embeddings.py",
