@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from ezsd.data.shapes_ovd import CATEGORY_NAMES
 
@@ -68,6 +69,34 @@ def test_bad_setup_is_a_one_line_error(workspace, extra, message):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ("", "MODEL.WEIGHTS is empty"),
+        ("backbone_only.pth", "does not fit the model of"),
+    ],
+)
+def test_eval_only_refuses_weights_that_are_not_the_trained_model(
+    workspace, tmp_path, weights, message
+):
+    """detectron2's checkpointer evaluates a model it could not load (no weights, or weights of
+    another model) from random parameters and only logs it; --eval-only refuses both."""
+    root, env = workspace
+    if weights:
+        weights = tmp_path / weights
+        torch.save({"model": {"backbone.bottom_up.stem.conv1.weight": torch.zeros(1)}}, weights)
+    result = _tool(
+        "train_net.py",
+        "--eval-only",
+        *_train_args(root, tmp_path / "eval", "MODEL.WEIGHTS", weights),
+        env=env,
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, result.stderr[-2000:]
+    assert not (tmp_path / "eval" / "inference").exists()
 
 
 def test_nan_loss_stops_training_with_detectron2s_check(workspace):

@@ -42,13 +42,13 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
 from tqdm import tqdm
 
+from ezsd.checkpoint import weights_file
 from ezsd.config import load_ezsd_config
 from ezsd.predictor import (
     VocabularyPredictor,
     default_cache_dir,
     resolve_vocabulary,
     vocabulary_embeddings,
-    weights_file,
 )
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write, atomic_write_json, check_writable_dir

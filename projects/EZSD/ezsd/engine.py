@@ -40,6 +40,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ezsd.checkpoint import load_weights, weights_file
 from ezsd.config import load_ezsd_config
 from ezsd.data.mapper import EZSDDatasetMapper
 from ezsd.evaluation import build_ovd_evaluator
@@ -307,14 +308,18 @@ def setup(args):
 
 @exit_on_user_error
 def main(args):
-    """Train (resuming with --resume) or, with --eval-only, evaluate MODEL.WEIGHTS."""
+    """Train (resuming with --resume) or, with --eval-only, evaluate MODEL.WEIGHTS (with
+    --resume, OUTPUT_DIR's last checkpoint if there is one). Weights that do not fit the model
+    are refused (`ezsd.checkpoint.load_weights`), not evaluated partly random."""
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
-        return Trainer.test(cfg, model)
+        last = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        if args.resume and last.has_checkpoint():
+            weights = last.get_checkpoint_file()
+        else:
+            weights = weights_file(cfg, args.config_file, "MODEL.WEIGHTS" in args.opts[::2])
+        return Trainer.test(cfg, load_weights(model, weights, args.config_file))
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -8,8 +8,7 @@ weights detect a dataset's classes or any names:
     predictor = VocabularyPredictor(cfg, names, embeddings, file)
     instances = predictor(image_bgr)["instances"]
 
-`build_detector(cfg)` is the one way to build a detector from a config and its weights, refusing
-weights of another model instead of running a partly random one (detectron2 only warns).
+The weights are loaded by `ezsd.checkpoint.load_weights`, which refuses weights of another model.
 """
 
 import hashlib
@@ -17,13 +16,13 @@ import json
 import logging
 import os
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.data.catalog import Metadata
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 
+from ezsd.checkpoint import load_weights
 from ezsd.clip import (
     clip_checkpoint_hash,
     load_clip,
@@ -37,13 +36,10 @@ from ezsd.utils.file_io import resolve_data_path
 
 __all__ = [
     "VocabularyPredictor",
-    "build_detector",
     "resolve_vocabulary",
     "vocabulary_embeddings",
     "cached_text_embeddings",
     "default_cache_dir",
-    "weights_file",
-    "load_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -153,67 +149,6 @@ def cached_text_embeddings(cfg, names, cache_dir=None):
 
 
 # ---- the detector --------------------------------------------------------------------------------
-
-
-def weights_file(cfg, config_file, weights_from_opts=False):
-    """MODEL.WEIGHTS, checked. When the config is a training run's own config.yaml (it lies in its
-    OUTPUT_DIR) and the caller did not set MODEL.WEIGHTS itself (`weights_from_opts`), that run's
-    last checkpoint: the config's MODEL.WEIGHTS is what the run started from (e.g. a pre-trained
-    backbone), not what it trained."""
-    weights = cfg.MODEL.WEIGHTS
-    last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
-    in_run = os.path.isdir(cfg.OUTPUT_DIR) and os.path.samefile(
-        os.path.dirname(os.path.abspath(config_file)), cfg.OUTPUT_DIR
-    )
-    if not weights_from_opts and in_run and os.path.isfile(last):
-        with open(last) as f:
-            weights = os.path.join(cfg.OUTPUT_DIR, f.read().strip())
-        logger.info(f"using the training run's last checkpoint {weights}")
-    if not weights:
-        raise UserInputError(
-            "MODEL.WEIGHTS is empty: pass the trained model, e.g. --opts MODEL.WEIGHTS "
-            "output/demo/train/model_final.pth"
-        )
-    if "://" not in weights and not os.path.isfile(weights):
-        raise UserInputError(f"MODEL.WEIGHTS {weights}: no such file")
-    return weights
-
-
-class _Checkpointer(DetectionCheckpointer):
-    """Keeps the keys that did not load (detectron2 only logs them)."""
-
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
-
-
-def load_weights(model, weights, config_file=None):
-    """Load `weights` into `model`. Weights that are not a checkpoint, or that leave parameters
-    missing or of another shape, are a UserInputError naming `config_file` (the model's config)."""
-    checkpointer = _Checkpointer(model)
-    try:
-        checkpointer.load(weights)
-    except (OSError, RuntimeError, EOFError, ValueError, KeyError) as e:
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserInputError(f"MODEL.WEIGHTS {weights}: not a checkpoint ({first_line})") from None
-    missing = list(checkpointer.incompatible.missing_keys)
-    other_shape = [k for k, *_ in checkpointer.incompatible.incorrect_shapes]
-    if missing or other_shape:
-        detail = ", ".join(
-            f"{len(keys)} {what} (e.g. {keys[0]})"
-            for keys, what in ((missing, "missing"), (other_shape, "of another shape"))
-            if keys
-        )
-        raise UserInputError(
-            f"MODEL.WEIGHTS {weights} does not fit the model of {config_file or 'the config'}: "
-            f"parameters {detail}; use the config the weights were trained with"
-        )
-    return model
-
-
-def build_detector(cfg, config_file=None):
-    """`build_model(cfg)` with MODEL.WEIGHTS loaded by `load_weights`, in eval mode."""
-    return load_weights(build_model(cfg), cfg.MODEL.WEIGHTS, config_file).eval()
 
 
 class VocabularyPredictor(DefaultPredictor):

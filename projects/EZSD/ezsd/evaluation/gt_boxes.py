@@ -137,8 +137,8 @@ def main(argv=None):
     import json
 
     import ezsd  # noqa: F401  (registers the builtin datasets)
+    from ezsd.checkpoint import build_detector, weights_file
     from ezsd.config import load_ezsd_config
-    from ezsd.predictor import build_detector, weights_file
     from ezsd.utils.file_io import check_writable_dir
 
     from .build import evaluation_split_metadata

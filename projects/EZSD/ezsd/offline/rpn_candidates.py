@@ -6,7 +6,7 @@ split with tools/train_net.py). It only *proposes* candidates: CLIP still scores
 proposals are ranked by CLIP objectness (`proposals.candidate_proposals`). It sees base boxes
 only during its training, so novel objects are found because they look like objects, not
 because a novel box was ever read. The model is built and its weights checked by
-ezsd.predictor.build_detector (imported when an RPN is built: the offline code does not load the
+ezsd.checkpoint.build_detector (imported when an RPN is built: the offline code does not load the
 detector's modules at import time).
 """
 
@@ -29,7 +29,7 @@ class RPNCandidates:
     def __init__(self, config_file, weights, num_candidates, device="cpu"):
         if not weights or not os.path.isfile(weights):
             raise UserInputError(f"--rpn-weights: checkpoint not found: {weights}")
-        from ezsd.predictor import build_detector
+        from ezsd.checkpoint import build_detector
 
         cfg = load_ezsd_config(
             config_file,

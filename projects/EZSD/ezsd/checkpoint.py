@@ -1,0 +1,80 @@
+"""Loading trained weights into a detector: strictly, where detectron2's checkpointer only warns.
+
+detectron2 loads what fits and logs the rest, so weights of another model (another embedding
+size, head layout or a backbone-only file) give a partly random detector and an AP near 0 without
+an error. Every path that runs a trained model (train_net.py --eval-only, the demo, the
+evaluation tools) loads through `load_weights`, which refuses them.
+"""
+
+import logging
+import os
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+from ezsd.utils.errors import UserInputError
+
+__all__ = ["weights_file", "load_weights", "build_detector"]
+
+logger = logging.getLogger(__name__)
+
+
+def weights_file(cfg, config_file, weights_from_opts=False):
+    """MODEL.WEIGHTS, checked. When the config is a training run's own config.yaml (it lies in its
+    OUTPUT_DIR) and the caller did not set MODEL.WEIGHTS itself (`weights_from_opts`), that run's
+    last checkpoint: the config's MODEL.WEIGHTS is what the run started from (e.g. a pre-trained
+    backbone), not what it trained."""
+    weights = cfg.MODEL.WEIGHTS
+    last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
+    in_run = os.path.isdir(cfg.OUTPUT_DIR) and os.path.samefile(
+        os.path.dirname(os.path.abspath(config_file)), cfg.OUTPUT_DIR
+    )
+    if not weights_from_opts and in_run and os.path.isfile(last):
+        with open(last) as f:
+            weights = os.path.join(cfg.OUTPUT_DIR, f.read().strip())
+        logger.info(f"using the training run's last checkpoint {weights}")
+    if not weights:
+        raise UserInputError(
+            "MODEL.WEIGHTS is empty: pass the trained model, e.g. --opts MODEL.WEIGHTS "
+            "output/demo/train/model_final.pth"
+        )
+    if "://" not in weights and not os.path.isfile(weights):
+        raise UserInputError(f"MODEL.WEIGHTS {weights}: no such file")
+    return weights
+
+
+class _Checkpointer(DetectionCheckpointer):
+    """Keeps the keys that did not load (detectron2 only logs them)."""
+
+    def _load_model(self, checkpoint):
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
+
+
+def load_weights(model, weights, config_file=None):
+    """Load `weights` into `model`. Weights that are not a checkpoint, or that leave parameters
+    missing or of another shape, are a UserInputError naming `config_file` (the model's config)."""
+    checkpointer = _Checkpointer(model)
+    try:
+        checkpointer.load(weights)
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError) as e:
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserInputError(f"MODEL.WEIGHTS {weights}: not a checkpoint ({first_line})") from None
+    missing = list(checkpointer.incompatible.missing_keys)
+    other_shape = [k for k, *_ in checkpointer.incompatible.incorrect_shapes]
+    if missing or other_shape:
+        detail = ", ".join(
+            f"{len(keys)} {what} (e.g. {keys[0]})"
+            for keys, what in ((missing, "missing"), (other_shape, "of another shape"))
+            if keys
+        )
+        raise UserInputError(
+            f"MODEL.WEIGHTS {weights} does not fit the model of {config_file or 'the config'}: "
+            f"parameters {detail}; use the config the weights were trained with"
+        )
+    return model
+
+
+def build_detector(cfg, config_file=None):
+    """`build_model(cfg)` with MODEL.WEIGHTS loaded by `load_weights`, in eval mode."""
+    return load_weights(build_model(cfg), cfg.MODEL.WEIGHTS, config_file).eval()
