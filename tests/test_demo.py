@@ -18,7 +18,12 @@ from PIL import Image
 import ezsd.demo
 import ezsd.predictor
 from ezsd import add_ezsd_config
-from ezsd.clip import save_clip_checkpoint, save_text_embeddings, text_embeddings
+from ezsd.clip import (
+    clip_checkpoint_hash,
+    save_clip_checkpoint,
+    save_text_embeddings,
+    text_embeddings,
+)
 
 from tiny_clip import EMBED_DIM, tiny_clip
 from train_workspace import CONFIG
@@ -61,9 +66,12 @@ def workspace(tmp_path_factory):
     clip_model = tiny_clip()
     clip_file = root / "clip.pt"
     save_clip_checkpoint(clip_model, str(clip_file))
+    save_clip_checkpoint(tiny_clip(seed=1), str(root / "other_clip.pt"))
+    clip_hash = clip_checkpoint_hash(clip_file)
     for split, out in (("shapes_ovd_train", "text_base.npy"), ("shapes_ovd_val", "text_all.npy")):
         names = MetadataCatalog.get(split).thing_classes
-        save_text_embeddings(str(root / out), text_embeddings(clip_model, names).numpy(), names)
+        embeddings = text_embeddings(clip_model, names).numpy()
+        save_text_embeddings(str(root / out), embeddings, names, clip_hash=clip_hash)
 
     opts = [
         "MODEL.DEVICE",
@@ -230,6 +238,14 @@ def test_custom_vocabulary_is_computed_once_then_cached(workspace, demo, monkeyp
         ({"--opts": ["MODEL.WEIGHTS", ""]}, "MODEL.WEIGHTS is empty"),
         ({"--opts": ["MODEL.WEIGHTS", "missing.pth"]}, "MODEL.WEIGHTS missing.pth: no such file"),
         ({"--opts": ["MODEL.ROI_BOX_HEAD.FC_DIM", "64"]}, "does not fit the model of"),
+        (
+            {
+                "--vocabulary": ["custom"],
+                "--custom-vocabulary": ["cup"],
+                "--opts": ["MODEL.EZSD.CLIP.MODEL", "other_clip.pt"],
+            },
+            "MODEL.EZSD.CLIP.MODEL other_clip.pt (it embeds the other names) was made with CLIP",
+        ),
     ],
 )
 def test_bad_input_is_a_one_line_error_and_writes_nothing(

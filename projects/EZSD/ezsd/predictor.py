@@ -31,6 +31,7 @@ from ezsd.clip import (
     save_text_embeddings,
     text_embeddings,
 )
+from ezsd.data.text_embedding_file import check_same_clip, text_embedding_info
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import resolve_data_path
 
@@ -104,7 +105,10 @@ def resolve_vocabulary(vocabulary=None, custom_vocabulary=None, default_dataset=
 def vocabulary_embeddings(cfg, names, cache_dir=None):
     """(file, (C, D) float32 array) of `names`: the config's text-embedding file
     (MODEL.EZSD.TEST_TEXT_EMBEDDINGS, then TEXT_EMBEDDINGS) whose sidecar lists exactly these
-    names, else computed with the configured CLIP through the cache (`cached_text_embeddings`)."""
+    names, else computed with the configured CLIP through the cache (`cached_text_embeddings`).
+    That CLIP must be the one the config's files record (the model was trained against them):
+    names embedded by another CLIP would be refused by nothing later."""
+    found = []
     for key in ("TEST_TEXT_EMBEDDINGS", "TEXT_EMBEDDINGS"):
         path = resolve_data_path(cfg.MODEL.EZSD[key])
         if not path or not path.endswith(".npy") or not os.path.isfile(names_path(path)):
@@ -114,9 +118,20 @@ def vocabulary_embeddings(cfg, names, cache_dir=None):
         except UserInputError as e:
             logger.warning(f"MODEL.EZSD.{key} not used: {e}")
             continue
+        found.append((f"MODEL.EZSD.{key} {path}", text_embedding_info(path)["clip_hash"]))
         if file_names == list(names):
             logger.info(f"text embeddings of the {len(names)} classes: {path} (MODEL.EZSD.{key})")
             return os.path.abspath(path), embeddings
+    clip_model = cfg.MODEL.EZSD.CLIP.MODEL
+    check_same_clip(
+        found
+        + [
+            (
+                f"MODEL.EZSD.CLIP.MODEL {clip_model} (it embeds the other names)",
+                clip_checkpoint_hash(clip_model),
+            )
+        ]
+    )
     return cached_text_embeddings(cfg, names, cache_dir)
 
 
