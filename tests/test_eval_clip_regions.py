@@ -2,6 +2,8 @@
 scoring against the vocabulary, the three box sources, and the tool on the toy workspace."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -174,3 +176,27 @@ def test_tool_refuses_an_output_under_a_file(shapes_workspace, tmp_path):
     assert bad.returncode == 2 and "--output" in bad.stderr.strip().splitlines()[-1], bad.stderr[
         -1000:
     ]
+
+
+@pytest.mark.parametrize("reader", ["eval_clip_regions", "proposal_recall"])
+def test_proposals_of_another_split_are_refused(shapes_workspace, tmp_path, reader):
+    """ShapesOVD numbers each split's images 1..N, so the train split's proposal files are found
+    for val's image ids: both readers compare the data the folder records with the dataset's."""
+    root, env = shapes_workspace
+    proposals = root / "features" / "proposals"  # made for shapes_ovd_train
+    if reader == "eval_clip_regions":
+        args = ["tools/eval_clip_regions.py", "--clip", root / "clip.pt", "--regions", proposals]
+        args += ["--output", tmp_path / "out"]
+    else:
+        args = ["-m", "ezsd.offline.recall", "--proposals", proposals]
+    result = subprocess.run(
+        [sys.executable, *map(str, args), "--dataset", "shapes_ovd_val"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0 and last.startswith("error: "), result.stderr[-2000:]
+    assert "made for dataset 'shapes_ovd_train'" in last, last
+    assert "it is read for 'shapes_ovd_val'" in last and not (tmp_path / "out").exists()

@@ -17,6 +17,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
 
 from ezsd.config import load_ezsd_config
+from ezsd.data.feature_store import dataset_fingerprint
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, generate_shapes_ovd
 from ezsd.data.text_embedding_file import save_text_embeddings
 from ezsd.evaluation.gt_boxes import detect_on_boxes, evaluate_on_gt_boxes
@@ -167,6 +168,7 @@ def test_proposal_recall_command_line(detector, tmp_path, capsys):
         ]
         boxes = np.array([[500, 500, 510, 510], *gt], dtype=np.float32).reshape(-1, 4)
         np.savez(tmp_path / f"{record['image_id']}.npz", boxes=boxes, num_encodings=3)
+    (tmp_path / "settings.json").write_text(json.dumps({"data": dataset_fingerprint(VAL, records)}))
     recall_main(
         ["--dataset", VAL, "--proposals", str(tmp_path), "--k", f"1,{1 + most}", "--group", "novel"]
     )

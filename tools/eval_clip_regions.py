@@ -36,6 +36,7 @@ from ezsd.clip import (
     region_recall,
     text_embeddings,
 )
+from ezsd.data.proposal_store import ProposalStore
 from ezsd.evaluation import OVDCOCOEvaluator, evaluation_split_metadata
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write_json, check_writable_dir
@@ -90,7 +91,10 @@ def main(argv=None):
             f"--dataset '{args.dataset}': evaluator_type "
             f"{meta.get('evaluator_type')!r}, only COCO-style datasets are supported"
         )
-    dicts = DatasetCatalog.get(args.dataset)[: args.max_images]
+    dicts = DatasetCatalog.get(args.dataset)
+    if os.path.isdir(args.regions):
+        ProposalStore(args.regions).check_dataset(args.dataset, dicts)
+    dicts = dicts[: args.max_images]
     boxes = region_boxes(args.regions, dicts, args.top_k)
     check_writable_dir(args.output, "--output")  # after every check of the inputs
     model = load_clip(args.clip, device=args.device)

@@ -33,6 +33,7 @@ __all__ = [
     "write_image_regions",
     "write_manifest",
     "dataset_fingerprint",
+    "check_made_from",
     "REGION_FIELDS",
 ]
 
@@ -129,6 +130,33 @@ def write_manifest(
     atomic_write_json(os.path.join(root, MANIFEST), manifest, indent=1)
 
 
+def check_made_from(path, made, dataset_name, records, used_by, remedy):
+    """Refuse files that record (`made`, a `dataset_fingerprint`; `path` names them) other data than
+    the dataset `dataset_name` whose dicts are `records` (all of them): another dataset name,
+    number of images, (image id, file name) list or boxes. One line naming both sides, then who
+    uses the dataset (`used_by`, e.g. "training uses") and what to do (`remedy`)."""
+    if not made:
+        raise UserInputError(
+            f"{path}: records no dataset (made by an older version), so its regions cannot be "
+            f"paired with the images of '{dataset_name}' safely; {remedy}"
+        )
+    ours = dataset_fingerprint(dataset_name, records)
+    for key, what in (
+        ("name", "dataset"),
+        ("num_images", "number of images"),
+        ("images_digest", "(image id, file name) list digest"),
+        ("boxes_digest", "boxes digest"),
+    ):
+        if made.get(key) != ours[key]:
+            raise UserInputError(
+                f"{path}: made for dataset '{made.get('name')}' ({made.get('num_images')} "
+                f"images, ids/files {made.get('images_digest')}, boxes {made.get('boxes_digest')}) "
+                f"but {used_by} '{dataset_name}' ({ours['num_images']} images, ids/files "
+                f"{ours['images_digest']}, boxes {ours['boxes_digest']}): the {what} differs; "
+                f"{remedy}"
+            )
+
+
 class FeatureStore:
     """Read access to a finished store (one whose manifest exists)."""
 
@@ -166,32 +194,15 @@ class FeatureStore:
 
     def check_dataset(self, dataset_name, records):
         """Refuse a store made from other data than the dataset `dataset_name` whose dicts are
-        `records`: another dataset name, another number of images, another (image id, file name)
-        list, or other boxes. One line naming both sides."""
-        path = os.path.join(self.root, MANIFEST)
-        made = self.manifest.get("dataset")
-        if not made:
-            raise UserInputError(
-                f"{path}: records no dataset (made by an older version), so its regions cannot be "
-                f"paired with the images of '{dataset_name}' safely; re-run "
-                "tools/precompute_clip_features.py"
-            )
-        ours = dataset_fingerprint(dataset_name, records)
-        for key, what in (
-            ("name", "dataset"),
-            ("num_images", "number of images"),
-            ("images_digest", "(image id, file name) list digest"),
-            ("boxes_digest", "boxes digest"),
-        ):
-            if made.get(key) != ours[key]:
-                raise UserInputError(
-                    f"{path}: made for dataset '{made.get('name')}' ({made.get('num_images')} "
-                    f"images, ids/files {made.get('images_digest')}, "
-                    f"boxes {made.get('boxes_digest')}) "
-                    f"but training uses '{dataset_name}' ({ours['num_images']} images, ids/files "
-                    f"{ours['images_digest']}, boxes {ours['boxes_digest']}): the {what} differs; "
-                    "pre-compute the region features of this dataset (MODEL.EZSD.DISTILL.FEATURES)"
-                )
+        `records` (`check_made_from`)."""
+        check_made_from(
+            os.path.join(self.root, MANIFEST),
+            self.manifest.get("dataset"),
+            dataset_name,
+            records,
+            "training uses",
+            "pre-compute the region features of this dataset (MODEL.EZSD.DISTILL.FEATURES)",
+        )
 
     def __contains__(self, image_id):
         return str(image_id) in self.manifest["images"]

@@ -14,6 +14,7 @@ Layout (ROOT: --proposals of tools/precompute_clip_features.py, default OUT/prop
                                   mean encodings per image, per-image counts
 """
 
+import json
 import os
 
 import numpy as np
@@ -21,6 +22,8 @@ import torch
 
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import atomic_write, atomic_write_json, remove_stale_temps
+
+from .feature_store import check_made_from
 
 __all__ = ["ProposalStore", "PROPOSAL_FIELDS"]
 
@@ -48,6 +51,30 @@ class ProposalStore:
     @property
     def manifest_file(self):
         return os.path.join(self.root, MANIFEST)
+
+    def check_dataset(self, dataset_name, records):
+        """Refuse proposals made for other data than the dataset `dataset_name` whose dicts are
+        `records` (all of them), as recorded in settings.json (`check_made_from`): the files are
+        found by image id, and ids repeat across datasets (ShapesOVD numbers each split 1..N)."""
+        try:
+            with open(self.settings_file) as f:
+                made = json.load(f).get("data")
+        except FileNotFoundError:
+            raise UserInputError(
+                f"{self.settings_file}: not found; not a proposals folder of "
+                "tools/precompute_clip_features.py"
+            ) from None
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise UserInputError(f"{self.settings_file}: not a settings file ({e})") from None
+        check_made_from(
+            self.settings_file,
+            made,
+            dataset_name,
+            records,
+            "it is read for",
+            "pass the proposals of this dataset (tools/precompute_clip_features.py --dataset "
+            f"{dataset_name} --stage proposals)",
+        )
 
     def file(self, image_id):
         return os.path.join(self.root, f"{image_id}.npz")

@@ -31,8 +31,10 @@ def proposal_recall(dataset, proposals_dir, ks=(100, 300), iou=0.5, group="novel
         raise UserInputError(f"--dataset '{dataset}' is not a registered dataset")
     meta = MetadataCatalog.get(dataset)
     wanted = set(meta.thing_classes) if group == "all" else set(meta.get(f"{group}_classes", []))
-    records = sorted(DatasetCatalog.get(dataset), key=image_order_key)[:max_images]
+    records = sorted(DatasetCatalog.get(dataset), key=image_order_key)
     store = ProposalStore(proposals_dir)
+    store.check_dataset(dataset, records)
+    records = records[:max_images]
     boxes, encodings = {}, []
     for record in records:
         if record["image_id"] in store:
