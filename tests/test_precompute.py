@@ -6,6 +6,7 @@ image; the whole file runs in well under a minute on two CPU cores.
 """
 
 import glob
+import json
 import logging
 import math
 import os
@@ -24,7 +25,7 @@ from detectron2.structures import BoxMode
 import ezsd.offline.precompute_cli as precompute_cli
 from ezsd.clip import save_clip_checkpoint
 from ezsd.data.datasets import register_ovd_dataset
-from ezsd.data.feature_store import FeatureStore
+from ezsd.data.feature_store import FeatureStore, dataset_fingerprint
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, DEFAULT_NOVEL_CLASSES, generate_shapes_ovd
 from ezsd.offline.anchors import dense_anchors, num_dense_anchors
 from ezsd.offline.proposals import (
@@ -226,10 +227,14 @@ def test_proposal_recall_counts_the_groups_gt_boxes_hit_by_the_top_k(world, tmp_
         ]
         boxes = np.array([[500, 500, 510, 510], *gt], dtype=np.float32).reshape(-1, 4)
         np.savez(tmp_path / f"{record['image_id']}.npz", boxes=boxes, num_encodings=7)
+    settings = json.dumps({"data": dataset_fingerprint(VAL, records)})
+    (tmp_path / "settings.json").write_text(settings)
     result = proposal_recall(VAL, str(tmp_path), ks=(1, 1 + most), group="all")
     assert result["gt_boxes"] == sum(len(r["annotations"]) for r in records) > 0
     assert result["recall"] == {"1": 0.0, str(1 + most): 1.0}
     assert result["images"] == len(records) and result["encodings_per_image"] == 7.0
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "settings.json").write_text(settings)
     with pytest.raises(UserInputError, match="no proposal file"):
         proposal_recall(VAL, str(tmp_path / "empty"), ks=(1,))
 
