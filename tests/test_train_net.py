@@ -7,8 +7,16 @@ import math
 import pytest
 import torch
 
+from ezsd.clip import (
+    clip_checkpoint_hash,
+    save_clip_checkpoint,
+    save_text_embeddings,
+    text_embeddings,
+)
 from ezsd.data.shapes_ovd import CATEGORY_NAMES
 
+from tiny_clip import tiny_clip
+from train_workspace import SHAPES_BASE
 from train_workspace import run_tool as _tool
 from train_workspace import train_args as _train_args
 
@@ -45,6 +53,36 @@ def test_train_then_evaluate_base_and_novel(workspace):
         (root / "eval" / "inference" / "shapes_ovd_val" / "ovd_metrics.json").read_text()
     )
     assert again == metrics  # evaluation of the saved model reproduces the training run's figures
+
+    # The checkpoint records the CLIP of its training vocabulary, and evaluation refuses text
+    # embeddings of another CLIP although the config's CLIP and both files agree on that one.
+    final = output_dir / "model_final.pth"
+    trained = torch.load(final, weights_only=False)["ezsd_trained_vocabulary"]
+    assert trained["clip_hash"] == clip_checkpoint_hash(root / "clip.pt")
+    other = root / "other_clip.pt"
+    save_clip_checkpoint(tiny_clip(seed=1), str(other))
+    files = []
+    for names, out in ((SHAPES_BASE, "other_base.npy"), (CATEGORY_NAMES, "other_all.npy")):
+        embeddings = text_embeddings(tiny_clip(seed=1), names).numpy()
+        save_text_embeddings(
+            str(root / out), embeddings, names, clip_hash=clip_checkpoint_hash(other)
+        )
+        files.append(root / out)
+    refused = _tool(
+        "train_net.py",
+        "--eval-only",
+        *_train_args(root, root / "eval_other", "MODEL.WEIGHTS", final),
+        "MODEL.EZSD.CLIP.MODEL",
+        other,
+        "MODEL.EZSD.TEXT_EMBEDDINGS",
+        files[0],
+        "MODEL.EZSD.TEST_TEXT_EMBEDDINGS",
+        files[1],
+        env=env,
+    )
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode != 0 and last.startswith("error: "), refused.stderr[-2000:]
+    assert f"MODEL.WEIGHTS {final} (trained with" in last and "other_base.npy" in last, last
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,11 @@ detectron2 loads what fits and logs the rest, so weights of another model (anoth
 size, head layout or a backbone-only file) give a partly random detector and an AP near 0 without
 an error. Every path that runs a trained model (train_net.py --eval-only, the demo, the
 evaluation tools) loads through `load_weights`, which refuses them.
+
+A checkpoint holds no vocabulary (text embeddings are a buffer, not a parameter), but its
+classifier is trained against the text embeddings of one CLIP: training records that CLIP
+(`TrainedVocabulary`, saved beside the model) and `load_weights` refuses text embeddings of
+another, which would otherwise give wrong classes of the right shape.
 """
 
 import logging
@@ -12,9 +17,15 @@ import os
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
+from ezsd.data.text_embedding_file import check_same_clip, text_embedding_info
+from ezsd.modeling.vocabulary import vocabulary_clip_sources
 from ezsd.utils.errors import UserInputError
+from ezsd.utils.file_io import resolve_data_path
 
-__all__ = ["weights_file", "load_weights", "build_detector"]
+__all__ = ["weights_file", "load_weights", "build_detector", "TrainedVocabulary"]
+
+# The checkpoint entry of `TrainedVocabulary`.
+VOCABULARY_KEY = "ezsd_trained_vocabulary"
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +54,33 @@ def weights_file(cfg, config_file, weights_from_opts=False):
     return weights
 
 
+class TrainedVocabulary:
+    """A checkpointable of detectron2's Checkpointer (saved in every checkpoint of a training run
+    under VOCABULARY_KEY): the training text-embedding file and the CLIP hash it records (None
+    for a model without one, e.g. an RPN-only model). Resuming with text embeddings of another
+    CLIP is refused."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def state_dict(self):
+        path = resolve_data_path(self.cfg.MODEL.EZSD.TEXT_EMBEDDINGS)
+        if not path or not os.path.isfile(path):
+            return {"text_embeddings": None, "clip_hash": None}
+        return {"text_embeddings": path, "clip_hash": text_embedding_info(path)["clip_hash"]}
+
+    def load_state_dict(self, state):
+        check_trained_vocabulary(state, "the checkpoint resumed", self.cfg)
+
+
+def check_trained_vocabulary(state, weights, cfg):
+    """Refuse the text embeddings of `cfg` when they come from another CLIP than the training
+    vocabulary recorded in the checkpoint `weights` (`state`: TrainedVocabulary's)."""
+    if state.get("clip_hash"):
+        trained = f"MODEL.WEIGHTS {weights} (trained with {state['text_embeddings']})"
+        check_same_clip([(trained, state["clip_hash"]), *vocabulary_clip_sources(cfg)])
+
+
 class _Checkpointer(DetectionCheckpointer):
     """Keeps the keys that did not load (detectron2 only logs them)."""
 
@@ -51,12 +89,13 @@ class _Checkpointer(DetectionCheckpointer):
         return self.incompatible
 
 
-def load_weights(model, weights, config_file=None):
-    """Load `weights` into `model`. Weights that are not a checkpoint, or that leave parameters
-    missing or of another shape, are a UserInputError naming `config_file` (the model's config)."""
+def load_weights(model, weights, cfg, config_file=None):
+    """Load `weights` into `model`, built from `cfg`. Weights that are not a checkpoint, that leave
+    parameters missing or of another shape, or whose training vocabulary came from another CLIP
+    than cfg's text embeddings are a UserInputError naming `config_file` (the model's config)."""
     checkpointer = _Checkpointer(model)
     try:
-        checkpointer.load(weights)
+        checkpoint = checkpointer.load(weights)
     except (OSError, RuntimeError, EOFError, ValueError, KeyError) as e:
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserInputError(f"MODEL.WEIGHTS {weights}: not a checkpoint ({first_line})") from None
@@ -72,9 +111,13 @@ def load_weights(model, weights, config_file=None):
             f"MODEL.WEIGHTS {weights} does not fit the model of {config_file or 'the config'}: "
             f"parameters {detail}; use the config the weights were trained with"
         )
+    if VOCABULARY_KEY in checkpoint:
+        check_trained_vocabulary(checkpoint[VOCABULARY_KEY], weights, cfg)
+    else:
+        logger.warning(f"{weights} records no training vocabulary: its CLIP cannot be checked")
     return model
 
 
 def build_detector(cfg, config_file=None):
     """`build_model(cfg)` with MODEL.WEIGHTS loaded by `load_weights`, in eval mode."""
-    return load_weights(build_model(cfg), cfg.MODEL.WEIGHTS, config_file).eval()
+    return load_weights(build_model(cfg), cfg.MODEL.WEIGHTS, cfg, config_file).eval()

@@ -40,7 +40,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ezsd.checkpoint import load_weights, weights_file
+from ezsd.checkpoint import VOCABULARY_KEY, TrainedVocabulary, load_weights, weights_file
 from ezsd.config import load_ezsd_config
 from ezsd.data.mapper import EZSDDatasetMapper
 from ezsd.evaluation import build_ovd_evaluator
@@ -260,7 +260,10 @@ class Trainer(DefaultTrainer):
         self._trainer = build_train_loop(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetectionCheckpointer(
-            self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+            self._trainer.model,
+            cfg.OUTPUT_DIR,
+            trainer=weakref.proxy(self),
+            **{VOCABULARY_KEY: TrainedVocabulary(cfg)},
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
@@ -319,7 +322,7 @@ def main(args):
             weights = last.get_checkpoint_file()
         else:
             weights = weights_file(cfg, args.config_file, "MODEL.WEIGHTS" in args.opts[::2])
-        return Trainer.test(cfg, load_weights(model, weights, args.config_file))
+        return Trainer.test(cfg, load_weights(model, weights, cfg, args.config_file))
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

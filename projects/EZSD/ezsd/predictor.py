@@ -197,7 +197,7 @@ class VocabularyPredictor(DefaultPredictor):
                 f"{config_file}: MODEL.META_ARCHITECTURE "
                 f"'{cfg.MODEL.META_ARCHITECTURE}' is not an EZSD model"
             )
-        load_weights(model, cfg.MODEL.WEIGHTS, config_file)
+        load_weights(model, cfg.MODEL.WEIGHTS, cfg, config_file)
         model.set_vocabulary(embeddings, list(names), split="test")
         self.model = model.eval()
         self.metadata = Metadata(name="ezsd_vocabulary", thing_classes=list(names))

@@ -18,6 +18,7 @@ __all__ = [
     "vocabularies_from_config",
     "check_vocabulary_clip",
     "check_vocabulary_against_datasets",
+    "vocabulary_clip_sources",
 ]
 
 CONFIG_KEYS = {"train": "MODEL.EZSD.TEXT_EMBEDDINGS", "test": "MODEL.EZSD.TEST_TEXT_EMBEDDINGS"}
@@ -104,19 +105,24 @@ def vocabularies_from_config(cfg):
     return ret
 
 
+def vocabulary_clip_sources(cfg):
+    """[(label, clip_hash or None)] of the config's text-embedding files (TEXT_EMBEDDINGS, then
+    TEST_TEXT_EMBEDDINGS when set), for `check_same_clip`."""
+    ez = cfg.MODEL.EZSD
+    paths = [(k, resolve_data_path(ez[k])) for k in ("TEXT_EMBEDDINGS", "TEST_TEXT_EMBEDDINGS")]
+    return [
+        (f"MODEL.EZSD.{k} {path}", text_embedding_info(path)["clip_hash"])
+        for k, path in paths
+        if path
+    ]
+
+
 def check_vocabulary_clip(cfg):
     """Refuse training and test text embeddings made with different CLIPs, or with another CLIP
     than MODEL.EZSD.CLIP.MODEL when that is a local file (its sha256 is what the files record).
     The pair of embedding files must both record a hash when one does."""
     ez = cfg.MODEL.EZSD
-    files = [
-        (k, resolve_data_path(getattr(ez, k))) for k in ("TEXT_EMBEDDINGS", "TEST_TEXT_EMBEDDINGS")
-    ]
-    sources = [
-        (f"MODEL.EZSD.{k} {path}", text_embedding_info(path)["clip_hash"])
-        for k, path in files
-        if path
-    ]
+    sources = vocabulary_clip_sources(cfg)
     common = check_same_clip(sources, require_all=True)
     clip_file = resolve_data_path(ez.CLIP.MODEL)
     if common and clip_file and os.path.isfile(clip_file):
