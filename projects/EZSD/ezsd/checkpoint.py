@@ -17,7 +17,7 @@ import os
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from ezsd.data.text_embedding_file import check_same_clip, text_embedding_info
+from ezsd.data.text_embedding_file import text_embedding_info
 from ezsd.modeling.vocabulary import vocabulary_clip_sources
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import resolve_data_path
@@ -76,9 +76,15 @@ class TrainedVocabulary:
 def check_trained_vocabulary(state, weights, cfg):
     """Refuse the text embeddings of `cfg` when they come from another CLIP than the training
     vocabulary recorded in the checkpoint `weights` (`state`: TrainedVocabulary's)."""
-    if state.get("clip_hash"):
-        trained = f"MODEL.WEIGHTS {weights} (trained with {state['text_embeddings']})"
-        check_same_clip([(trained, state["clip_hash"]), *vocabulary_clip_sources(cfg)])
+    trained = state.get("clip_hash")
+    for label, clip_hash in vocabulary_clip_sources(cfg) if trained else ():
+        if clip_hash and clip_hash != trained:
+            raise UserInputError(
+                f"{label} was made with CLIP {clip_hash}, but MODEL.WEIGHTS {weights} was trained "
+                f"against text embeddings of CLIP {trained} ({state['text_embeddings']}): use "
+                "text embeddings of that CLIP (MODEL.EZSD.CLIP.MODEL embeds the names that the "
+                "config's text-embedding files do not hold)"
+            )
 
 
 class _Checkpointer(DetectionCheckpointer):

@@ -25,10 +25,13 @@ Examples, after `make demo` (ShapesOVD, output/demo/):
   tools/demo.py --config-file output/demo/train/config.yaml \\
       --input output/demo/datasets/shapes_ovd/val --output output/demo/vis \\
       --vocabulary shapes_ovd_val
-  # the plain config + the trained weights, with class names of your choice
+  # the plain config + the trained weights and the CLIP they were trained against (refused if
+  # another), with class names of your choice
   tools/demo.py --config-file configs/ShapesOVD/ezsd_R_18_FPN.yaml --cpu \\
       --input 'output/demo/datasets/shapes_ovd/val/*.jpg' --output output/demo/vis_custom \\
-      --custom-vocabulary lemon,lime,banana --opts MODEL.WEIGHTS output/demo/train/model_final.pth
+      --custom-vocabulary lemon,lime,banana \\
+      --opts MODEL.WEIGHTS output/demo/train/model_final.pth \\
+      MODEL.EZSD.CLIP.MODEL output/demo/renorm/clip_renormalized.pt
 """
 
 import argparse
