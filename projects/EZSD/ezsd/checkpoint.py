@@ -30,12 +30,13 @@ VOCABULARY_KEY = "ezsd_trained_vocabulary"
 logger = logging.getLogger(__name__)
 
 
-def weights_file(cfg, config_file, weights_from_opts=False):
+def weights_file(cfg, config_file, opts=()):
     """MODEL.WEIGHTS, checked. When the config is a training run's own config.yaml (it lies in its
-    OUTPUT_DIR) and the caller did not set MODEL.WEIGHTS itself (`weights_from_opts`), that run's
-    last checkpoint: the config's MODEL.WEIGHTS is what the run started from (e.g. a pre-trained
-    backbone), not what it trained."""
+    OUTPUT_DIR) and the command-line overrides `opts` (KEY VALUE ...) do not set MODEL.WEIGHTS,
+    that run's last checkpoint: the config's MODEL.WEIGHTS is what the run started from (e.g. a
+    pre-trained backbone), not what it trained."""
     weights = cfg.MODEL.WEIGHTS
+    weights_from_opts = "MODEL.WEIGHTS" in list(opts)[::2]
     last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
     in_run = os.path.isdir(cfg.OUTPUT_DIR) and os.path.samefile(
         os.path.dirname(os.path.abspath(config_file)), cfg.OUTPUT_DIR
@@ -77,7 +78,9 @@ def check_trained_vocabulary(state, weights, cfg):
     """Refuse the text embeddings of `cfg` when they come from another CLIP than the training
     vocabulary recorded in the checkpoint `weights` (`state`: TrainedVocabulary's)."""
     trained = state.get("clip_hash")
-    for label, clip_hash in vocabulary_clip_sources(cfg) if trained else ():
+    if not trained:
+        return
+    for label, clip_hash in vocabulary_clip_sources(cfg):
         if clip_hash and clip_hash != trained:
             raise UserInputError(
                 f"{label} was made with CLIP {clip_hash}, but MODEL.WEIGHTS {weights} was trained "

@@ -133,7 +133,7 @@ def setup_cfg(config_file, opts, confidence_threshold, cpu=False):
             f"MODEL.DEVICE is {cfg.MODEL.DEVICE} but CUDA is not available: using the CPU"
         )
         cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = weights_file(cfg, config_file, "MODEL.WEIGHTS" in list(opts)[::2])
+    cfg.MODEL.WEIGHTS = weights_file(cfg, config_file, opts)
     cfg.freeze()
     return cfg
 

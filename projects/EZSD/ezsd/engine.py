@@ -321,7 +321,7 @@ def main(args):
         if args.resume and last.has_checkpoint():
             weights = last.get_checkpoint_file()
         else:
-            weights = weights_file(cfg, args.config_file, "MODEL.WEIGHTS" in args.opts[::2])
+            weights = weights_file(cfg, args.config_file, args.opts)
         return Trainer.test(cfg, load_weights(model, weights, cfg, args.config_file))
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

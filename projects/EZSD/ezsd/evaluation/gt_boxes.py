@@ -148,7 +148,7 @@ def main(argv=None):
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "")
     evaluation_split_metadata(dataset)
     cfg.DATASETS.TEST = (dataset,)  # the inference vocabulary is checked against its classes
-    cfg.MODEL.WEIGHTS = weights_file(cfg, args.config_file, "MODEL.WEIGHTS" in list(args.opts)[::2])
+    cfg.MODEL.WEIGHTS = weights_file(cfg, args.config_file, args.opts)
     if args.output:
         check_writable_dir(args.output, "--output")
     model = build_detector(cfg, args.config_file)
