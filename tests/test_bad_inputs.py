@@ -502,7 +502,7 @@ def train_features_of_other_clip(world, d):
 def train_features_of_other_classes(world, d):
     return Run(
         *_train(world, d, "MODEL.EZSD.DISTILL.FEATURES", world / "features_other_split"),
-        "features_other_split: made for base classes",
+        "features_other_split/manifest.json: made for the base classes",
     )
 
 

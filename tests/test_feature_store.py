@@ -38,6 +38,8 @@ def test_round_trip_and_dtypes(tmp_path):
     assert regions["embeddings"].dtype == np.float16 and regions["is_gt"].sum() == 3
     assert store.load(9)["boxes"].shape == (0, 4)
     assert 7 in store and 8 not in store
+    with pytest.raises(UserInputError, match="no regions for image id 8"):
+        store.load(8)
 
 
 def test_size_per_region_is_compact(tmp_path):
@@ -46,17 +48,39 @@ def test_size_per_region_is_compact(tmp_path):
     assert size / 300 <= 1.1 * 1024, f"{size / 300:.0f} bytes per region"
 
 
-def test_mismatched_setup_is_refused(tmp_path):
-    store = _store(tmp_path, {1: 4})
-    store.check_compatible(clip_hash="abc123", class_names=["lemon", "lime"])
-    with pytest.raises(UserInputError, match="CLIP checkpoint abc123, but this run uses zzz"):
-        store.check_compatible(clip_hash="zzz")
-    with pytest.raises(UserInputError, match="class 1 is 'lime' but 'tire' is expected"):
-        store.check_compatible(class_names=["lemon", "tire"])
-    with pytest.raises(UserInputError, match="2 classes but 1 are expected"):
-        store.check_compatible(class_names=["lemon"])
-    with pytest.raises(UserInputError, match="no regions for image id 5"):
-        store.load(5)
+def test_store_of_other_base_or_novel_classes_is_refused(tmp_path):
+    """A store of other base or novel classes (novel: its class names that are not base) than
+    the training dataset's metadata is refused in one line naming the manifest, the dataset and
+    both lists, even when its images match."""
+    from detectron2.data import MetadataCatalog
+
+    from ezsd.data.feature_store import dataset_fingerprint
+
+    name = "ezsd_test_store_classes"
+    MetadataCatalog.get(name).set(thing_classes=["lemon"])
+    write_image_regions(str(tmp_path), 1, **_regions(4))
+    made_for = dataset_fingerprint(name, [])  # the images match: only the classes differ
+    write_manifest(str(tmp_path), "abc", ["lemon", "lime"], ["lemon"], {}, {1: 4}, dataset=made_for)
+    store = FeatureStore(str(tmp_path))
+
+    def classes(base, novel):
+        MetadataCatalog.remove(name)
+        MetadataCatalog.get(name).set(thing_classes=base, base_classes=base, novel_classes=novel)
+
+    classes(["lemon"], ["lime"])
+    store.check_dataset(name, [])
+    classes(["lemon"], ["kiwi", "lime"])  # a split with another novel class
+    with pytest.raises(UserInputError) as e:
+        store.check_dataset(name, [])
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"{tmp_path}/manifest.json: made for")
+    assert (
+        f"the novel classes ['lime'] but training uses '{name}', whose novel classes are "
+        "['kiwi', 'lime'] (only in the store: [], only in the dataset: ['kiwi'])" in message
+    )
+    classes(["lime"], ["lemon"])
+    with pytest.raises(UserInputError, match=r"base classes \['lemon'\] but .* are \['lime'\]"):
+        store.check_dataset(name, [])
 
 
 def test_unfinished_store_is_refused(tmp_path):

@@ -31,7 +31,14 @@ PROPOSALS = np.array(
 )
 
 
-def _store(tmp_path, clip_hash="abc", base=("lemon", "brick"), image_ids=(1,), dataset=None):
+def _store(
+    tmp_path,
+    clip_hash="abc",
+    base=("lemon", "brick"),
+    image_ids=(1,),
+    dataset=None,
+    novel=("kiwi",),
+):
     boxes = np.concatenate([GT_BOXES, PROPOSALS])
     num = len(boxes)
     embeddings = np.zeros((num, D))
@@ -51,7 +58,7 @@ def _store(tmp_path, clip_hash="abc", base=("lemon", "brick"), image_ids=(1,), d
     write_manifest(
         str(tmp_path / "feats"),
         clip_hash,
-        list(base) + ["kiwi"],
+        list(base) + list(novel),
         list(base),
         {},
         {i: num for i in image_ids},
@@ -192,6 +199,7 @@ def _cfg(tmp_path, store, clip_hash, test_hash="same", train=(TRAIN,)):
             ["lemon", "brick", "kiwi"],
             clip_hash=clip_hash if test_hash == "same" else test_hash,
         )
+    cfg.MODEL.EZSD.EMBED_DIM = D
     cfg.MODEL.EZSD.DISTILL.FEATURES = store
     cfg.DATASETS.TRAIN = train
     return cfg
@@ -218,6 +226,34 @@ def test_from_config_checks_the_store(tmp_path):
     assert EZSDDatasetMapper(_cfg(tmp_path, store, "abc"), is_train=False).feature_store is None
     with pytest.raises(UserInputError, match="manifest.json: not found"):
         EZSDDatasetMapper(_cfg(tmp_path, str(tmp_path / "nowhere"), "abc"), is_train=True)
+
+
+def test_store_of_a_split_with_other_novel_classes_is_refused(tmp_path):
+    """The store's novel classes (its manifest's class names that are not base) must be the
+    training dataset's novel_classes: one line naming the manifest, the dataset and both lists."""
+    _register(TRAIN, _records())
+    store = _store(tmp_path, novel=("plum",), dataset=dataset_fingerprint(TRAIN, _records()))
+    with pytest.raises(UserInputError) as e:
+        EZSDDatasetMapper(_cfg(tmp_path, store, "abc"), is_train=True)
+    message = str(e.value)
+    assert message.startswith(f"{store}/manifest.json: made for the novel classes ['plum']")
+    assert f"'{TRAIN}', whose novel classes are ['kiwi']" in message and "\n" not in message
+
+
+def test_store_of_another_dimension_than_embed_dim_is_refused(tmp_path):
+    """Region targets of another dimension than MODEL.EZSD.EMBED_DIM: one line naming a region
+    file and the key with both values (not a shape error at the first training step)."""
+    _register(TRAIN, _records())
+    store = _store(tmp_path, dataset=dataset_fingerprint(TRAIN, _records()))
+    cfg = _cfg(tmp_path, store, "abc")
+    cfg.MODEL.EZSD.EMBED_DIM = 2 * D
+    with pytest.raises(UserInputError) as e:
+        EZSDDatasetMapper(cfg, is_train=True)
+    assert str(e.value) == (
+        f"MODEL.EZSD.DISTILL.FEATURES {store}/regions/1.npz: region targets of dimension {D}, "
+        f"but MODEL.EZSD.EMBED_DIM is {2 * D}; set it to the embedding dimension of the CLIP "
+        "that made the targets"
+    )
 
 
 def test_store_of_other_images_is_refused(tmp_path):

@@ -336,7 +336,7 @@ def test_store_is_readable_compact_and_base_only(world, caplog):
         and summary["proposal_encodings"] == NUM_TRAIN * 96
     )
     store = FeatureStore(str(out))
-    store.check_compatible(class_names=list(store.manifest["class_names"]))
+    store.check_dataset(TRAIN, DatasetCatalog.get(TRAIN))  # the trainer's check: base, novel, data
     names = store.manifest["class_names"]
     assert names[: len(store.manifest["base_classes"])] == store.manifest["base_classes"]
     assert set(names) == set(CATEGORY_NAMES)

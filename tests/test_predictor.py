@@ -364,6 +364,30 @@ def test_vocabularies_from_config_are_checked_against_datasets(tmp_path):
         EZSDPredictor(_cfg(tmp_path, (train,), (test,)), *shapes)
 
 
+def test_text_embeddings_of_another_dimension_than_embed_dim_are_refused(tmp_path):
+    """One line naming the file, its setting and MODEL.EZSD.EMBED_DIM with both values."""
+    from ezsd.modeling.vocabulary import vocabularies_from_config
+
+    cfg = _cfg(tmp_path, test_file=True)
+    cfg.MODEL.EZSD.EMBED_DIM = 2 * D
+    with pytest.raises(UserInputError) as e:
+        vocabularies_from_config(cfg)
+    assert str(e.value).startswith(
+        f"MODEL.EZSD.TEXT_EMBEDDINGS {tmp_path}/base.npy: text embeddings of dimension {D}, "
+        f"but MODEL.EZSD.EMBED_DIM is {2 * D}; "
+    )
+    cfg = _cfg(tmp_path, test_file=True)
+    save_text_embeddings(
+        cfg.MODEL.EZSD.TEST_TEXT_EMBEDDINGS, np.ones((3, 2 * D)), ["lemon", "lime", "kiwi"]
+    )
+    with pytest.raises(UserInputError) as e:
+        vocabularies_from_config(cfg)
+    assert str(e.value).startswith(
+        f"MODEL.EZSD.TEST_TEXT_EMBEDDINGS {tmp_path}/all.npy: text embeddings of dimension "
+        f"{2 * D}, but MODEL.EZSD.EMBED_DIM is {D}; "
+    )
+
+
 def test_temperature_lr_factor_scales_log_t_and_background_only():
     """train_net's optimizer gives MODEL.EZSD.TEMPERATURE_LR_FACTOR to the parameters whose
     gradient carries T (log T, the background vector) and the base LR to every other one."""

@@ -26,7 +26,6 @@ from detectron2.structures import BoxMode
 
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import atomic_write, atomic_write_json
-from ezsd.utils.names import names_difference
 
 __all__ = [
     "FeatureStore",
@@ -157,6 +156,17 @@ def check_made_from(path, made, dataset_name, records, used_by, remedy):
             )
 
 
+_REMEDY = "pre-compute the region features of this dataset (MODEL.EZSD.DISTILL.FEATURES)"
+
+
+def _some(names, limit=10):
+    """Sorted `names` for an error line: all of them, or the first `limit` and the count."""
+    names = sorted(names)
+    if len(names) <= limit:
+        return str(names)
+    return f"{str(names[:limit])[:-1]}, ... ({len(names)} in all)]"
+
+
 class FeatureStore:
     """Read access to a finished store (one whose manifest exists)."""
 
@@ -179,30 +189,37 @@ class FeatureStore:
                 f"supported {FORMAT_VERSION}; re-run the pre-computation"
             )
 
-    def check_compatible(self, clip_hash=None, class_names=None):
-        """Refuse targets made with another CLIP checkpoint or another class list."""
-        path = os.path.join(self.root, MANIFEST)
-        if clip_hash is not None and self.manifest["clip_hash"] != clip_hash:
-            raise UserInputError(
-                f"{path}: made with CLIP checkpoint {self.manifest['clip_hash']}, "
-                f"but this run uses {clip_hash}"
-            )
-        if class_names is not None:
-            difference = names_difference(self.manifest["class_names"], class_names)
-            if difference is not None:
-                raise UserInputError(f"{path}: made for other class names ({difference})")
-
     def check_dataset(self, dataset_name, records):
-        """Refuse a store made from other data than the dataset `dataset_name` whose dicts are
-        `records` (`check_made_from`)."""
+        """Refuse a store made for other base or novel classes than those of the dataset
+        `dataset_name` (its metadata's `base_classes` / `novel_classes`, where it names them; the
+        store's novel classes are its class names that are not base), or from other data than
+        its dicts `records` (`check_made_from`)."""
+        path = os.path.join(self.root, MANIFEST)
+        meta = MetadataCatalog.get(dataset_name)
+        base = self.manifest["base_classes"]
+        made = dict(base=base, novel=[c for c in self.manifest["class_names"] if c not in base])
+        for group in ("base", "novel"):
+            theirs = meta.get(f"{group}_classes")
+            if theirs is not None and set(theirs) != set(made[group]):
+                raise UserInputError(
+                    f"{path}: made for the {group} classes {_some(made[group])} but training uses "
+                    f"'{dataset_name}', whose {group} classes are {_some(theirs)} (only in the "
+                    f"store: {_some(set(made[group]) - set(theirs))}, only in the dataset: "
+                    f"{_some(set(theirs) - set(made[group]))}); {_REMEDY}"
+                )
         check_made_from(
-            os.path.join(self.root, MANIFEST),
-            self.manifest.get("dataset"),
-            dataset_name,
-            records,
-            "training uses",
-            "pre-compute the region features of this dataset (MODEL.EZSD.DISTILL.FEATURES)",
+            path, self.manifest.get("dataset"), dataset_name, records, "training uses", _REMEDY
         )
+
+    def embedding_dim(self):
+        """(the region file read, the dimension of its targets), or (None, None) when the store
+        holds no region."""
+        for image_id, num in self.manifest["images"].items():
+            if num:
+                path = region_file(self.root, image_id)
+                with np.load(path) as data:
+                    return path, int(data["embeddings"].shape[1])
+        return None, None
 
     def __contains__(self, image_id):
         return str(image_id) in self.manifest["images"]

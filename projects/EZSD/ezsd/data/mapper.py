@@ -15,7 +15,7 @@ import os
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.structures import Boxes, Instances
 
 from ezsd.utils.errors import UserInputError
@@ -171,8 +171,9 @@ class EZSDDatasetMapper(DatasetMapper):
 
 def check_store(store, cfg):
     """Refuse a feature store that does not fit the training run of `cfg`: made with another CLIP
-    than the text embeddings (training and test), for other base classes, or from other data than
-    DATASETS.TRAIN (name, number of images, (image id, file name) list, boxes)."""
+    than the text embeddings (training and test), with targets of another dimension than
+    MODEL.EZSD.EMBED_DIM, or for other base / novel classes or other data than DATASETS.TRAIN
+    (`FeatureStore.check_dataset`)."""
     ez = cfg.MODEL.EZSD
     manifest = os.path.join(store.root, "manifest.json")
     sources = [(f"MODEL.EZSD.DISTILL.FEATURES {manifest}", store.manifest["clip_hash"])]
@@ -181,19 +182,15 @@ def check_store(store, cfg):
         if path:
             sources.append((f"MODEL.EZSD.{key} {path}", text_embedding_info(path)["clip_hash"]))
     check_same_clip(sources, require_all=True)
+    # else the distillation loss fails at the first step with a bare shape error
+    path, dim = store.embedding_dim()
+    if dim is not None and dim != ez.EMBED_DIM:
+        raise UserInputError(
+            f"MODEL.EZSD.DISTILL.FEATURES {path}: region targets of dimension {dim}, but "
+            f"MODEL.EZSD.EMBED_DIM is {ez.EMBED_DIM}; set it to the embedding dimension of the "
+            "CLIP that made the targets"
+        )
     names = list(cfg.DATASETS.TRAIN)
-    for name in names:
-        base = MetadataCatalog.get(name).get("base_classes")
-        if base is not None and set(base) != set(store.manifest["base_classes"]):
-            raise UserInputError(
-                f"{store.root}: made for base classes "
-                f"{sorted(store.manifest['base_classes'])[:5]}..., "
-                f"which differ from those of dataset '{name}' "
-                "(only in the store: "
-                f"{sorted(set(store.manifest['base_classes']) - set(base))[:5]}, "
-                "only in the dataset: "
-                f"{sorted(set(base) - set(store.manifest['base_classes']))[:5]})"
-            )
     if len(names) != 1:
         made = (store.manifest.get("dataset") or {}).get("name")
         raise UserInputError(

@@ -71,10 +71,21 @@ def _common_classes(dataset_names, config_key):
     return (dataset_names[0] if len(dataset_names) else ""), None
 
 
+def _check_dim(embeddings, path, config_key, embed_dim):
+    """Refuse the embeddings of the file `path` (setting `config_key`) unless they are
+    MODEL.EZSD.EMBED_DIM-dimensional (the classifier would refuse them without naming the file)."""
+    if embeddings.shape[1] != embed_dim:
+        raise UserInputError(
+            f"{config_key} {path}: text embeddings of dimension {embeddings.shape[1]}, but "
+            f"MODEL.EZSD.EMBED_DIM is {embed_dim}; set it to the embedding dimension of the CLIP "
+            "that made them"
+        )
+
+
 def vocabularies_from_config(cfg):
     """{"text_embeddings", "class_names"[, "test_text_embeddings", "test_class_names"]} of the
     config's files, each checked against its datasets' classes where those are known, with the
-    number of training classes and the CLIP (see `check_vocabulary_clip`)."""
+    number of training classes, MODEL.EZSD.EMBED_DIM and the CLIP (see `check_vocabulary_clip`)."""
     ez = cfg.MODEL.EZSD
     train_ds, train_classes = _common_classes(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
     test_ds, test_classes = _common_classes(cfg.DATASETS.TEST, "DATASETS.TEST")
@@ -86,6 +97,7 @@ def vocabularies_from_config(cfg):
             f"{ez.TEXT_EMBEDDINGS} holds {len(names)} classes but MODEL.ROI_HEADS.NUM_CLASSES "
             f"is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}; they must agree (training classes)"
         )
+    _check_dim(emb, ez.TEXT_EMBEDDINGS, CONFIG_KEYS["train"], ez.EMBED_DIM)
     ret = dict(text_embeddings=emb, class_names=names)
     if ez.TEST_TEXT_EMBEDDINGS:
         test_emb, test_names = load_vocabulary_file(
@@ -94,6 +106,7 @@ def vocabularies_from_config(cfg):
             CONFIG_KEYS["test"],
             test_ds,
         )
+        _check_dim(test_emb, ez.TEST_TEXT_EMBEDDINGS, CONFIG_KEYS["test"], ez.EMBED_DIM)
         ret.update(test_text_embeddings=test_emb, test_class_names=test_names)
     elif test_classes is not None and names_difference(names, test_classes) is not None:
         raise UserInputError(
