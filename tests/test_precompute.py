@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import BoxMode
 
@@ -215,7 +215,9 @@ def test_proposals_filtered_against_base_gt_only():
 
 def test_proposal_recall_counts_the_groups_gt_boxes_hit_by_the_top_k(world, tmp_path):
     """Per val image: a box far from every object first, then the GT boxes; the top 1 hits none,
-    the top 1 + (most boxes) hit all; a folder without files is a one-line error."""
+    the top 1 + (most boxes) hit all; as training would distill them (boxes on a base object
+    dropped), no base box and the novel boxes that overlap no base box at IoU >= 0.3; a folder
+    without files is a one-line error."""
     from ezsd.offline.recall import proposal_recall
 
     records = DatasetCatalog.get(VAL)
@@ -233,6 +235,22 @@ def test_proposal_recall_counts_the_groups_gt_boxes_hit_by_the_top_k(world, tmp_
     assert result["gt_boxes"] == sum(len(r["annotations"]) for r in records) > 0
     assert result["recall"] == {"1": 0.0, str(1 + most): 1.0}
     assert result["images"] == len(records) and result["encodings_per_image"] == 7.0
+    distilled = {
+        group: proposal_recall(VAL, str(tmp_path), ks=(1 + most,), group=group, as_distilled=True)
+        for group in ("base", "novel")
+    }
+    assert distilled["base"]["recall"] == {str(1 + most): 0.0}
+    meta, apart = MetadataCatalog.get(VAL), []
+    for record in records:
+        boxes = {True: [], False: []}
+        for a in record["annotations"]:
+            is_novel = meta.thing_classes[a["category_id"]] in meta.novel_classes
+            boxes[is_novel].append(
+                BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+            )
+        apart += base_gt_filter(boxes[True], boxes[False], 0.3).tolist()
+    assert distilled["novel"]["recall"] == {str(1 + most): sum(apart) / len(apart)}
+    assert 0 < sum(apart) and distilled["novel"]["gt_boxes"] == len(apart)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "settings.json").write_text(settings)
     with pytest.raises(UserInputError, match="no proposal file"):
