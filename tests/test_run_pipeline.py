@@ -97,6 +97,7 @@ def test_results_record_every_input_that_decides_the_figures(tmp_path):
     assert results["novel_classes"] == ["cup", "kite"] and results["split"] == "shapes_ovd_val"
     assert results["max_iter"] == 7 and results["variant"] == "vild_like"
     assert results["proposal_mode"] == "random" and results["renorm_epochs"] is None
+    assert results["rpn_candidates"] is None  # recorded for the rpn mode only
     assert results["git_commit"] and len(results["git_commit"].split("+")[0]) == 40
     assert json.loads((tmp_path / "results.json").read_text()) == results
 
@@ -106,7 +107,9 @@ def test_features_store_the_regions_the_training_distills(tmp_path, opts, stored
     """--opts that change how many regions training distills change how many are stored: a store
     of the config's 32 would otherwise feed a run asked for 64 with 32 (no error, fewer regions)."""
     _data(tmp_path, num_train=4, num_val=2)
-    pipeline = _pipeline(tmp_path, "--num-train", 4, "--num-val", 2, "--opts", *opts)
+    pipeline = _pipeline(
+        tmp_path, "--num-train", 4, "--num-val", 2, "--clip-proposals", "fast", "--opts", *opts
+    )
     calls = []
     pipeline.run_tool = lambda stage, script, *args: calls.append(args)
     pipeline.features()
@@ -114,3 +117,29 @@ def test_features_store_the_regions_the_training_distills(tmp_path, opts, stored
     assert args[args.index("--regions-per-image") + 1] == stored
     recorded = json.loads((tmp_path / "features_raw_fast" / "pipeline_inputs.json").read_text())
     assert recorded["regions"] == stored
+
+
+def test_rpn_proposals_of_another_candidate_count_are_refused(tmp_path):
+    """The default rpn mode passes --rpn-candidates to the features stage and records it, so a
+    store ranked among another number of RPN boxes is refused, not reused."""
+    _data(tmp_path, num_train=4, num_val=2)
+    rpn_weights = tmp_path / "rpn.pth"
+    rpn_weights.write_bytes(b"an RPN checkpoint")
+
+    def features(*argv):
+        pipeline = _pipeline(tmp_path, "--num-train", 4, "--num-val", 2, *argv)
+        pipeline.rpn_weights = str(rpn_weights)
+        calls = []
+        pipeline.run_tool = lambda stage, script, *args: calls.append(args)
+        pipeline.features()
+        return calls
+
+    (args,) = features()
+    assert args[args.index("--proposal-mode") + 1] == "rpn"
+    assert args[args.index("--rpn-candidates") + 1] == run_pipeline.RPN_CANDIDATES
+    folder = tmp_path / "features_raw_rpn"
+    assert json.loads((folder / "pipeline_inputs.json").read_text())["rpn_candidates"] == 50
+    (folder / "manifest.json").write_text("{}")  # the stage is done
+    assert features() == []  # same inputs: reused
+    with pytest.raises(UserInputError, match="rpn_candidates: 50 there, 20 asked"):
+        features("--rpn-candidates", 20)

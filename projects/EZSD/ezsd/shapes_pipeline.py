@@ -38,7 +38,10 @@ __all__ = ["VARIANTS", "parse_args", "scaled_schedule", "Pipeline", "run_pipelin
 SMALL_CLIP = checkout_path("weights", "shapes_clip_vit.pt")
 CONFIG = checkout_path("configs", "ShapesOVD", "ezsd_R_18_FPN_pretrained.yaml")
 RPN_CONFIG = checkout_path("configs", "ShapesOVD", "rpn_R_18_FPN.yaml")
-RPN_CANDIDATES = 300  # per image (docs/PRECOMPUTE.md: more novel recall than 1000 at 1/3 the cost)
+# RPN boxes per image that CLIP ranks (rpn mode). Few: the small CLIP's objectness ranks background
+# above novel objects, so the fewer candidates it chooses among, the more of the distilled regions
+# lie on novel objects (docs/SHAPES_RESULTS.md, "What the detector distills").
+RPN_CANDIDATES = 50
 INPUTS_FILE = "pipeline_inputs.json"  # what a stage's outputs were made from (beside them)
 
 # What each variant switches on; the paper's ablation read from top to bottom. `proposals` is the
@@ -59,11 +62,11 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     p.add_argument("--novel", default=",".join(DEFAULT_NOVEL_CLASSES), help="novel class names")
     p.add_argument("--variant", default="full", choices=sorted(VARIANTS))
-    # fast by default: rpn finds more novel objects with fewer CLIP crops, but training its RPN
-    # costs more CPU time than it saves, for the same AP at demo scale (docs/SHAPES_RESULTS.md 6).
+    # rpn by default: of the regions the fast mode distills, almost none lie on a novel object
+    # (docs/SHAPES_RESULTS.md, "What the detector distills"); the RPN stage costs CPU time.
     p.add_argument(
         "--clip-proposals",
-        default="fast",
+        default="rpn",
         choices=("fast", "rpn", "exhaustive"),
         help="precompute --proposal-mode of the CLIP proposals (docs/PRECOMPUTE.md)",
     )
@@ -96,6 +99,12 @@ def parse_args(argv=None):
         type=int,
         default=None,
         help="training iterations of the rpn stage (its config's default)",
+    )
+    p.add_argument(
+        "--rpn-candidates",
+        type=int,
+        default=RPN_CANDIDATES,
+        help="RPN boxes per image that CLIP ranks in the rpn proposal mode",
     )
     p.add_argument(
         "--eval-period",
@@ -378,7 +387,7 @@ class Pipeline:
                 "--rpn-weights",
                 self.rpn_weights,
                 "--rpn-candidates",
-                RPN_CANDIDATES,
+                self.args.rpn_candidates,
             ]
         inputs = dict(
             self.asked_data_inputs(),
@@ -387,6 +396,8 @@ class Pipeline:
             regions=regions,
             rpn=_sha256(self.rpn_weights) if mode == "rpn" else None,
         )
+        if mode == "rpn":
+            inputs["rpn_candidates"] = self.args.rpn_candidates
         self.stage(
             "features",
             lambda: os.path.exists(os.path.join(self.feature_dir, "manifest.json")),
@@ -513,6 +524,7 @@ class Pipeline:
             max_iter=solver.MAX_ITER,
             ims_per_batch=solver.IMS_PER_BATCH,
             proposal_mode=self.proposal_mode,
+            rpn_candidates=self.args.rpn_candidates if self.proposal_mode == "rpn" else None,
             renorm_epochs=self.args.renorm_epochs if self.variant["renorm"] else None,
             clip=_sha256(self.clip_file),
             train_opts=self.train_opts,
