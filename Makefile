@@ -26,9 +26,10 @@ $(STAMP): requirements.txt setup.py
 	$(PY) -c "import detectron2, clip, ezsd"
 	touch $(STAMP)
 
-# Demo scale: every stage sized for a 2-core CPU (20-27 minutes): 200 training images, 600
-# iterations of 8 (24 epochs), 200 validation images so that each novel class has 20+ boxes
-# (tools/run_pipeline.py --help for the full-size run). Then the detections on four val images.
+# Demo scale: every stage sized for a 2-core CPU (about an hour, docs/SHAPES_RESULTS.md): an RPN
+# for the CLIP proposals, 200 training images, 600 iterations of 8 (24 epochs), 200 validation
+# images so that each novel class has 20+ boxes (tools/run_pipeline.py --help for the full-size
+# run). Then the detections on four val images.
 demo: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) tools/run_pipeline.py --output-dir output/demo \
 		--num-train 200 --num-val 200 --max-iter 600
