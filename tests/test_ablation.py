@@ -155,10 +155,12 @@ def test_clip_proposals_from_the_rpn_stage(tmp_path):
     assert "ProposalNetwork" in (out / "rpn" / "config.yaml").read_text() and "iter: 1" in rpn_log
     manifest = json.loads((out / "features_renorm_rpn" / "proposals" / "manifest.json").read_text())
     settings = manifest["settings"]
-    assert settings["mode"] == "rpn" and settings["rpn_candidates"] == 300
+    candidates = run_pipeline.RPN_CANDIDATES
+    assert settings["mode"] == "rpn" and settings["rpn_candidates"] == candidates
+    assert results["rpn_candidates"] == candidates
     assert len(settings["rpn_weights_hash"]) == 12
     encodings = [image["encodings"] for image in manifest["images"].values()]
-    assert len(encodings) == 4 and all(0 < n <= 300 for n in encodings)
+    assert len(encodings) == 4 and all(0 < n <= candidates for n in encodings)
 
 
 def test_device_reaches_every_stage(tmp_path, monkeypatch):
