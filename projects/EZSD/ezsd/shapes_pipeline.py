@@ -380,6 +380,13 @@ class Pipeline:
             CONFIG, self.args.opts, "--opts"
         ).MODEL.EZSD.DISTILL.NUM_PROPOSALS
         extra = ["--regions-per-image", regions]
+        inputs = dict(
+            self.asked_data_inputs(),
+            clip=_sha256(self.clip_file),
+            mode=mode,
+            regions=regions,
+            rpn=None,
+        )
         if mode == "rpn":
             extra += [
                 "--rpn-config",
@@ -389,15 +396,7 @@ class Pipeline:
                 "--rpn-candidates",
                 self.args.rpn_candidates,
             ]
-        inputs = dict(
-            self.asked_data_inputs(),
-            clip=_sha256(self.clip_file),
-            mode=mode,
-            regions=regions,
-            rpn=_sha256(self.rpn_weights) if mode == "rpn" else None,
-        )
-        if mode == "rpn":
-            inputs["rpn_candidates"] = self.args.rpn_candidates
+            inputs.update(rpn=_sha256(self.rpn_weights), rpn_candidates=self.args.rpn_candidates)
         self.stage(
             "features",
             lambda: os.path.exists(os.path.join(self.feature_dir, "manifest.json")),
