@@ -448,6 +448,10 @@ def precompute_into_store_of_other_classes(world, d):
     )  # another split: other boxes too
 
 
+def precompute_gt_inside_out_of_range(world, d):
+    return Run(*_precompute(world, d, "--gt-inside", 1.5), "--gt-inside must be in [0, 1], not 1.5")
+
+
 # ---------------------------------------------------------------- tools/train_net.py
 
 
@@ -534,6 +538,7 @@ CASES = {
         precompute_nan_negative_zero_boxes,
         precompute_into_store_of_other_clip,
         precompute_into_store_of_other_classes,
+        precompute_gt_inside_out_of_range,
         train_unknown_key_in_opts,
         train_unknown_key_in_yaml,
         train_text_embeddings_of_other_rows,

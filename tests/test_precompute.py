@@ -211,6 +211,13 @@ def test_proposals_filtered_against_base_gt_only():
     drop = FeatureSettings(gt_iou_thresh=0.3, top_k=300, drop_base_argmax=True)
     assert select_regions(props, gt, 2, drop).tolist() == [3]  # class 1 < 2 base classes
     assert select_regions(props, torch.zeros(0, 4), 2, FeatureSettings(top_k=2)).tolist() == [0, 1]
+    # --gt-inside: a part of the base object (IoU 0.29, wholly inside it) and a box half inside it
+    part_and_half = torch.tensor([[0.0, 0.0, 10.0, 2.9], [5.0, 0.0, 15.0, 2.0]])
+    assert base_gt_filter(part_and_half, gt, 0.3).tolist() == [True, True]  # 0: off
+    assert base_gt_filter(part_and_half, gt, 0.3, inside_thresh=0.7).tolist() == [False, True]
+    assert base_gt_filter(part_and_half, gt, 0.3, inside_thresh=0.5).tolist() == [False, False]
+    inside = FeatureSettings(gt_iou_thresh=0.3, gt_inside_thresh=0.7, top_k=300)
+    assert select_regions(props, gt, 2, inside).tolist() == [3]
 
 
 def test_proposal_recall_counts_the_groups_gt_boxes_hit_by_the_top_k(world, tmp_path):

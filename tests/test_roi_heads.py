@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import BitMasks, Boxes, Instances, pairwise_iou
 from detectron2.utils.events import EventStorage
 
 from ezsd import add_ezsd_config
@@ -347,3 +347,63 @@ def test_repeated_distillation_boxes_are_embedded_once_with_the_same_loss_and_gr
         torch.testing.assert_close(
             zero if got is None else got, zero if want is None else want, rtol=1e-3, atol=1e-6
         )
+
+
+def _labels_of_one_step(model, batch):
+    """One training step's sampled RPN labels (with the anchors) and the labelled ROI proposals,
+    caught on their way to the losses."""
+    rpn, heads = model.proposal_generator, model.roi_heads
+    rpn_losses, forward_box = rpn.losses, heads._forward_box
+    seen = {}
+
+    def catch_anchor_labels(anchors, logits, gt_labels, *args):
+        seen["anchors"], seen["anchor_labels"] = Boxes.cat(anchors), [x.clone() for x in gt_labels]
+        return rpn_losses(anchors, logits, gt_labels, *args)
+
+    def catch_proposals(features, proposals, *args):
+        seen["proposals"] = proposals
+        return forward_box(features, proposals, *args)
+
+    rpn.losses, heads._forward_box = catch_anchor_labels, catch_proposals
+    model.train()
+    torch.manual_seed(1)  # the same anchor and proposal sampling for every model
+    with EventStorage():
+        model(batch)
+    return seen
+
+
+def test_not_background_leaves_covered_background_out_of_both_losses(tmp_path):
+    """MODEL.EZSD.NOT_BACKGROUND_IOU: the anchors and ROI proposals that the paper's model (IoU 0,
+    same weights) teaches as background and that one of the image's distilled regions covers at
+    the IoU are left out of the losses; every other label is the paper's."""
+    torch.manual_seed(0)
+    cfg = _cfg(tmp_path, **{"MODEL.PROPOSAL_GENERATOR.NAME": "EZSDRPN"})
+    paper = build_model(cfg)
+    cfg.MODEL.EZSD.NOT_BACKGROUND_IOU = 0.3
+    option = build_model(cfg)
+    option.load_state_dict(paper.state_dict())
+    batch = _batch()
+    before, after = _labels_of_one_step(paper, batch), _labels_of_one_step(option, batch)
+    ignored_anchors = dropped_proposals = 0
+    for i, x in enumerate(batch):
+        regions = x["distill_regions"].boxes
+        labels = before["anchor_labels"][i]
+        covered = (pairwise_iou(before["anchors"], regions) >= 0.3).any(1)
+        expected = torch.where((labels == 0) & covered, -1, labels)
+        assert torch.equal(after["anchor_labels"][i], expected)
+        ignored_anchors += int(((labels == 0) & covered).sum())
+
+        p = before["proposals"][i]
+        background = p.gt_classes == len(BASE)
+        covered = (pairwise_iou(p.proposal_boxes, regions) >= 0.3).any(1)
+        kept = p[~(background & covered)]
+        q = after["proposals"][i]
+        assert torch.equal(q.proposal_boxes.tensor, kept.proposal_boxes.tensor)
+        assert torch.equal(q.gt_classes, kept.gt_classes)
+        dropped_proposals += len(p) - len(q)
+    assert ignored_anchors > 0 and dropped_proposals > 0
+
+
+def test_not_background_needs_the_ezsd_rpn(tmp_path):
+    with pytest.raises(UserInputError, match="NOT_BACKGROUND_IOU .*'EZSDRPN', got 'RPN'"):
+        build_model(_cfg(tmp_path, **{"MODEL.EZSD.NOT_BACKGROUND_IOU": 0.5}))

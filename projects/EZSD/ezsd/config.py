@@ -43,8 +43,8 @@ def add_ezsd_config(cfg):
     _C.MODEL.EZSD.TEMPERATURE_LR_FACTOR = 1.0
     # Semantic-based regression: condition box regression on a class text embedding.
     _C.MODEL.EZSD.SEMANTIC_REGRESSION = True
-    # -- Extensions: test-time options that are NOT the paper's (ezsd.modeling.extensions), off
-    # by default. (Their names stay at MODEL.EZSD level: every training run's config.yaml holds
+    # -- Extensions: options that are NOT the paper's (ezsd.modeling.extensions,
+    # ezsd.modeling.not_background), off by default. (Their names stay at MODEL.EZSD level: every training run's config.yaml holds
     # them.)
     # Inference: each class probability times sigmoid(RPN objectness) ** this; 0 = off (the
     # paper). Detic's MULT_PROPOSAL_SCORE idea; needs proposals with objectness_logits.
@@ -52,6 +52,10 @@ def add_ezsd_config(cfg):
     # Inference: the training vocabulary's names compete in a softmax with each other and
     # background only, the other (novel) names likewise; False = one softmax (the paper).
     _C.MODEL.EZSD.TEST_SPLIT_SOFTMAX = False
+    # Training: RPN anchors and sampled ROI proposals labelled background whose IoU with one of
+    # the image's distilled CLIP regions is at least this are left out of the losses instead
+    # (they may be unlabeled novel objects); 0 = off (the paper). The RPN must be 'EZSDRPN'.
+    _C.MODEL.EZSD.NOT_BACKGROUND_IOU = 0.0
     # -- end of the extensions
     # EZSD box head layout (conv/FC widths and norm come from
     # MODEL.ROI_BOX_HEAD.CONV_DIM/FC_DIM/NORM).

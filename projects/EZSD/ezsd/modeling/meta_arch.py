@@ -7,6 +7,10 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
+from ezsd.utils.errors import UserInputError
+
+from .not_background import EZSDRPN
+
 __all__ = ["EZSDRCNN"]
 
 
@@ -16,9 +20,22 @@ class EZSDRCNN(GeneralizedRCNN):
 
     Training inputs may carry `"distill_regions"` (an Instances with `boxes`, `targets`,
     `weights`, made by EZSDDatasetMapper); they go to `roi_heads(..., distill_regions=...)`.
+    The RPN also gets their boxes when it is an EZSDRPN (MODEL.EZSD.NOT_BACKGROUND_IOU).
     Inference is GeneralizedRCNN's. `set_vocabulary(embeddings, names)` swaps the classifier's
     text embeddings (see EZSDPredictor).
     """
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        if cfg.MODEL.EZSD.NOT_BACKGROUND_IOU > 0 and not isinstance(
+            ret["proposal_generator"], (EZSDRPN, type(None))
+        ):
+            raise UserInputError(
+                "MODEL.EZSD.NOT_BACKGROUND_IOU > 0 needs MODEL.PROPOSAL_GENERATOR.NAME 'EZSDRPN', "
+                f"got '{cfg.MODEL.PROPOSAL_GENERATOR.NAME}'"
+            )
+        return ret
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         if not self.training:
@@ -33,7 +50,12 @@ class EZSDRCNN(GeneralizedRCNN):
         features = self.backbone(images.tensor)
 
         if self.proposal_generator is not None:
-            proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
+            rpn_extra = {}
+            if distill_regions is not None and isinstance(self.proposal_generator, EZSDRPN):
+                rpn_extra["not_background"] = [r.boxes for r in distill_regions]
+            proposals, proposal_losses = self.proposal_generator(
+                images, features, gt_instances, **rpn_extra
+            )
         else:
             assert "proposals" in batched_inputs[0]
             proposals = [x["proposals"].to(self.device) for x in batched_inputs]

@@ -14,6 +14,7 @@ from detectron2.utils.events import get_event_storage
 from ezsd.utils.errors import UserInputError
 
 from .distillation import distillation_loss, regions_per_process
+from .not_background import drop_background_on_regions
 from .predictor import EZSDPredictor
 
 __all__ = ["EZSDROIHeads"]
@@ -39,15 +40,26 @@ class EZSDROIHeads(StandardROIHeads):
     In training, `forward(..., distill_regions=...)` takes per image an Instances with fields
     `boxes` (Boxes, in the input image's coordinates), `targets` (K, D) CLIP embeddings and
     `weights` (K,) (as :class:`ezsd.data.mapper.EZSDDatasetMapper` yields them) and adds
-    `loss_distill`. `num_classes` is the predictor's (the active vocabulary's size).
+    `loss_distill`. `num_classes` is the predictor's (the active vocabulary's size). With
+    `not_background_iou` > 0 (not the paper's: ezsd.modeling.not_background), sampled background
+    proposals that the distilled regions cover are left out of the losses.
     """
 
     @configurable
-    def __init__(self, *, distillation: bool = True, distill_weight: float = 1.0, **kwargs):
+    def __init__(
+        self,
+        *,
+        distillation: bool = True,
+        distill_weight: float = 1.0,
+        not_background_iou: float = 0.0,
+        **kwargs,
+    ):
         """
         Args:
             distillation: add the distillation loss (needs `distill_regions` in training).
             distill_weight: its factor (the loss is also scaled by the embedding dimension).
+            not_background_iou: IoU with a distilled region at which a sampled background
+                proposal is dropped from the losses; 0 = off (the paper).
             kwargs: StandardROIHeads arguments; `box_head` must return (embeddings, reg_features)
                 like EZSDBoxHead and `box_predictor` must be an EZSDPredictor.
         """
@@ -65,6 +77,7 @@ class EZSDROIHeads(StandardROIHeads):
             )
         self.distillation = distillation
         self.distill_weight = distill_weight
+        self.not_background_iou = not_background_iou
 
     # ROIHeads.__init__ assigns num_classes; afterwards it follows the predictor's vocabulary.
     @property
@@ -89,6 +102,7 @@ class EZSDROIHeads(StandardROIHeads):
             )
         ret["distillation"] = cfg.MODEL.EZSD.DISTILL.ENABLED
         ret["distill_weight"] = cfg.MODEL.EZSD.DISTILL.WEIGHT
+        ret["not_background_iou"] = cfg.MODEL.EZSD.NOT_BACKGROUND_IOU
         return ret
 
     @classmethod
@@ -136,6 +150,18 @@ class EZSDROIHeads(StandardROIHeads):
         assert targets, "'targets' argument is required during training"
         proposals = self.label_and_sample_proposals(proposals, targets)
         del targets
+        if self.not_background_iou > 0 and distill_regions is not None:
+            sampled = sum(len(p) for p in proposals)
+            proposals = drop_background_on_regions(
+                proposals,
+                [r.boxes for r in distill_regions],
+                self.not_background_iou,
+                background_class=self.num_classes,
+            )
+            get_event_storage().put_scalar(
+                "ezsd/background_rois_left_out",
+                (sampled - sum(len(p) for p in proposals)) / len(proposals),
+            )
         losses = self._forward_box(features, proposals, distill_regions)
         losses.update(self._forward_mask(features, proposals))
         losses.update(self._forward_keypoint(features, proposals))

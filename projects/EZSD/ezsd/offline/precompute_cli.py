@@ -137,6 +137,13 @@ def parse_args(argv=None):
         "--gt-iou", type=float, default=0.3, help="drop proposals with IoU >= this to a base GT box"
     )
     g.add_argument(
+        "--gt-inside",
+        type=float,
+        default=0.0,
+        help="also drop proposals with at least this share of their area inside one base GT box "
+        "(parts of base objects; not the paper's); 0 = off",
+    )
+    g.add_argument(
         "--drop-base-argmax",
         action="store_true",
         help="drop proposals whose CLIP argmax is a base class (the official COCO setting)",
@@ -182,6 +189,8 @@ def build_config(args):
             anchors[key] = value
     if args.rpn_candidates < 1:
         raise UserInputError(f"--rpn-candidates must be positive, not {args.rpn_candidates}")
+    if not 0 <= args.gt_inside <= 1:
+        raise UserInputError(f"--gt-inside must be in [0, 1], not {args.gt_inside}")
     if anchors["stride"] <= 0:
         raise UserInputError(f"--anchor-stride must be positive, not {anchors['stride']}")
     proposal = ProposalSettings(
@@ -200,6 +209,7 @@ def build_config(args):
     )
     features = FeatureSettings(
         gt_iou_thresh=args.gt_iou,
+        gt_inside_thresh=args.gt_inside,
         drop_base_argmax=args.drop_base_argmax,
         top_k=args.regions_per_image,
     )

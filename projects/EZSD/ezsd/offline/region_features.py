@@ -2,8 +2,10 @@
 
 Filtering (DESIGN.md section 1, with our one deliberate difference): proposals with IoU >= 0.3
 to a *base* GT box are dropped (they are the GT's business); no novel box is ever read, the
-training split has none. Optionally proposals whose CLIP argmax is a base class are dropped
-(the official COCO setting). The first `top_k` (300) left, best objectness first, are kept.
+training split has none. Optionally (not the paper's) proposals lying mostly inside a base GT box
+are dropped too: parts of a base object have a small IoU with it. Optionally proposals whose CLIP
+argmax is a base class are dropped (the official COCO setting). The first `top_k` (300) left,
+best objectness first, are kept.
 
 Every base GT box and every kept proposal is embedded from its 1.2x crop by the (re-normalized)
 CLIP, unnormalised, into one `feature_store` record:
@@ -23,12 +25,21 @@ from torchvision.ops import box_iou
 from ezsd.clip import CropSettings, encode_regions
 from ezsd.clip.regions import flatten_crop
 
-__all__ = ["FeatureSettings", "base_gt_filter", "select_regions", "image_regions"]
+__all__ = [
+    "FeatureSettings",
+    "base_gt_filter",
+    "share_inside",
+    "select_regions",
+    "image_regions",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSettings:
     gt_iou_thresh: float = 0.3  # drop proposals with IoU >= this to a base GT box
+    # also drop proposals with at least this share of their area inside one base GT box (parts
+    # of base objects, whose IoU with it is small); 0 = off (the paper)
+    gt_inside_thresh: float = 0.0
     drop_base_argmax: bool = False  # drop proposals whose CLIP argmax is a base class
     top_k: int = 300  # proposals kept per image
     crop: CropSettings = CropSettings()  # recorded as crop_scale, min_size
@@ -37,13 +48,26 @@ class FeatureSettings:
         return flatten_crop(dataclasses.asdict(self))
 
 
-def base_gt_filter(proposal_boxes, base_gt_boxes, iou_thresh=0.3):
-    """Bool mask of proposals whose IoU with every base GT box is < `iou_thresh`."""
+def base_gt_filter(proposal_boxes, base_gt_boxes, iou_thresh=0.3, inside_thresh=0.0):
+    """Bool mask of proposals whose IoU with every base GT box is < `iou_thresh` and, with
+    `inside_thresh` > 0, whose share of area inside every base GT box is < `inside_thresh`."""
     proposal_boxes = torch.as_tensor(proposal_boxes, dtype=torch.float32).reshape(-1, 4)
     base_gt_boxes = torch.as_tensor(base_gt_boxes, dtype=torch.float32).reshape(-1, 4)
     if base_gt_boxes.shape[0] == 0 or proposal_boxes.shape[0] == 0:
         return torch.ones(proposal_boxes.shape[0], dtype=torch.bool)
-    return box_iou(proposal_boxes, base_gt_boxes).amax(dim=1) < iou_thresh
+    keep = box_iou(proposal_boxes, base_gt_boxes).amax(dim=1) < iou_thresh
+    if inside_thresh > 0:
+        keep &= share_inside(proposal_boxes, base_gt_boxes).amax(dim=1) < inside_thresh
+    return keep
+
+
+def share_inside(boxes, containers):
+    """(N, M): the share of each of the N boxes' area that lies inside each of the M boxes."""
+    top_left = torch.maximum(boxes[:, None, :2], containers[None, :, :2])
+    bottom_right = torch.minimum(boxes[:, None, 2:], containers[None, :, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(dim=2)
+    area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1)
+    return inter / area.clamp(min=1e-6)[:, None]
 
 
 def select_regions(proposals, base_gt_boxes, num_base_classes, settings):
@@ -51,7 +75,9 @@ def select_regions(proposals, base_gt_boxes, num_base_classes, settings):
 
     `num_base_classes`: the class names are base first, so a CLIP argmax below it is a base class.
     """
-    keep = base_gt_filter(proposals["boxes"], base_gt_boxes, settings.gt_iou_thresh)
+    keep = base_gt_filter(
+        proposals["boxes"], base_gt_boxes, settings.gt_iou_thresh, settings.gt_inside_thresh
+    )
     if settings.drop_base_argmax:
         keep &= torch.as_tensor(proposals["clip_class"]) >= num_base_classes
     return torch.nonzero(keep).flatten()[: settings.top_k]

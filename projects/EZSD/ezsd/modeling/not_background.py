@@ -1,0 +1,95 @@
+"""A training option that is NOT part of the EZSD paper (MODEL.EZSD.NOT_BACKGROUND_IOU), off by
+default: the RPN and the ROI heads do not teach as background the places that the image's
+distilled CLIP regions cover.
+
+Training images hold objects of unseen (novel) classes without boxes. The paper's RPN and ROI
+sampler label every box that overlaps no ground-truth box as background, so the detector learns
+to reject exactly the objects it is meant to find later; the distillation loss, meanwhile, teaches
+the region embedding of the same places CLIP's view of them. With this option an RPN anchor or a
+sampled ROI proposal whose IoU with one of the image's distilled regions (class-agnostic boxes,
+chosen among the proposals that overlap no base box) is at least the threshold is neither
+foreground nor background: it is left out of the objectness loss and out of the classification
+loss. No label of any unseen class is read: the regions are the ones the distillation uses.
+"""
+
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
+from detectron2.modeling.proposal_generator.rpn import RPN
+from detectron2.structures import Boxes, Instances, pairwise_iou
+
+__all__ = ["EZSDRPN", "covered_by_regions", "drop_background_on_regions"]
+
+
+def covered_by_regions(boxes: Boxes, regions: Boxes, iou: float) -> torch.Tensor:
+    """(N,) bool: whether each box has IoU >= `iou` with at least one of `regions`."""
+    if not len(regions) or not len(boxes):
+        return torch.zeros(len(boxes), dtype=torch.bool, device=boxes.tensor.device)
+    return (pairwise_iou(boxes, regions) >= iou).any(dim=1)
+
+
+def drop_background_on_regions(
+    proposals: List[Instances], regions: List[Boxes], iou: float, background_class: int
+) -> List[Instances]:
+    """The sampled proposals of each image without its background ones (`gt_classes ==
+    background_class`) that `regions` of the same image cover at `iou`."""
+    out = []
+    for p, r in zip(proposals, regions):
+        drop = (p.gt_classes == background_class) & covered_by_regions(p.proposal_boxes, r, iou)
+        out.append(p[~drop])
+    return out
+
+
+@PROPOSAL_GENERATOR_REGISTRY.register()
+class EZSDRPN(RPN):
+    """detectron2's RPN whose anchors labelled background are ignored where the image's distilled
+    regions cover them (`not_background_iou` > 0 and `forward(..., not_background=...)`); with
+    the default 0 it is detectron2's RPN."""
+
+    @configurable
+    def __init__(self, *, not_background_iou: float = 0.0, **kwargs):
+        """
+        Args:
+            not_background_iou: IoU with a distilled region at which a background anchor is
+                ignored instead; 0 = off.
+            kwargs: RPN arguments.
+        """
+        super().__init__(**kwargs)
+        self.not_background_iou = not_background_iou
+        self._not_background: Optional[List[Boxes]] = None
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["not_background_iou"] = cfg.MODEL.EZSD.NOT_BACKGROUND_IOU
+        return ret
+
+    def forward(
+        self,
+        images,
+        features: Dict[str, torch.Tensor],
+        gt_instances: Optional[List[Instances]] = None,
+        not_background: Optional[List[Boxes]] = None,
+    ):
+        """RPN.forward; `not_background`: per image, the distilled regions (training only)."""
+        # RPN.forward calls label_and_sample_anchors(anchors, gt_instances) with no room for more
+        # arguments: the regions are held for the length of this call only.
+        self._not_background = not_background
+        try:
+            return super().forward(images, features, gt_instances)
+        finally:
+            self._not_background = None
+
+    @torch.no_grad()
+    def label_and_sample_anchors(self, anchors: List[Boxes], gt_instances: List[Instances]):
+        gt_labels, matched_gt_boxes = super().label_and_sample_anchors(anchors, gt_instances)
+        if self.not_background_iou > 0 and self._not_background is not None:
+            all_anchors = Boxes.cat(anchors)
+            for labels, regions in zip(gt_labels, self._not_background):
+                covered = covered_by_regions(
+                    all_anchors, regions.to(labels.device), self.not_background_iou
+                )
+                labels[(labels == 0) & covered] = -1
+        return gt_labels, matched_gt_boxes
