@@ -232,3 +232,39 @@ def test_novel_error_breakdown_command_line(detector, tmp_path, capsys):
         novel_errors_main(["--dataset", VAL, "--detections", str(path)])
     with pytest.raises(UserInputError, match="has no novel boxes"):
         novel_errors_main(["--dataset", TRAIN, "--detections", str(path)])
+
+
+def test_novel_detection_places():
+    """Hand-made detections with a novel name, one per place (and the ones not placed: a base
+    name, a score below the threshold), are counted where they lie."""
+    from ezsd.evaluation.novel_errors import PLACES, novel_detection_places
+
+    gt = dict(
+        categories=[dict(id=1, name="lemon"), dict(id=2, name="kiwi"), dict(id=3, name="plum")],
+        annotations=[
+            dict(id=1, image_id=1, category_id=1, bbox=[0, 0, 40, 40]),  # base
+            dict(id=2, image_id=1, category_id=2, bbox=[60, 60, 20, 20]),  # novel
+            dict(id=3, image_id=1, category_id=3, bbox=[100, 0, 20, 20]),  # novel
+        ],
+    )
+
+    def det(bbox, score, category_id=2):
+        return dict(image_id=1, category_id=category_id, bbox=bbox, score=score)
+
+    detections = [
+        det([60, 60, 20, 20], 0.9),  # right
+        det([61, 60, 20, 20], 0.8),  # duplicate
+        det([0, 0, 40, 40], 0.95),  # base_object
+        det([100, 0, 20, 20], 0.7),  # novel_object (a plum named kiwi)
+        det([5, 5, 10, 10], 0.6),  # inside_base
+        det([102, 2, 8, 8], 0.6, category_id=3),  # inside_novel (a part of the plum)
+        det([50, 50, 20, 20], 0.6),  # loose: IoU 0.14 with the kiwi
+        det([200, 200, 10, 10], 0.6),  # background
+        det([60, 60, 20, 20], 0.99, category_id=1),  # a base name: not placed
+        det([200, 200, 10, 10], 0.4),  # below --min-score: not placed
+    ]
+    places = novel_detection_places(gt, ["kiwi", "plum"], detections, min_score=0.5)
+    assert places == dict(novel_detections=8, **dict.fromkeys(PLACES, 1))
+    # without the better-scored box on the kiwi, the second one is right
+    alone = novel_detection_places(gt, ["kiwi", "plum"], detections[1:])
+    assert (alone["right"], alone["duplicate"]) == (1, 0)

@@ -2,7 +2,8 @@
 its COCO evaluation wrote (inference/<dataset>/coco_instances_results.json): no detection
 covers the object (IoU below the threshold), or the best-scored detection that covers it names
 it right, names another novel class, or names a base class. It tells localization from naming
-where novel AP is low, with no model:
+where novel AP is low, with no model. The other side of the AP, where the detections with a
+novel name (score >= --min-score) lie, tells what outranks the right ones:
 
     python -m ezsd.evaluation.novel_errors --dataset shapes_ovd_val \
         --detections output/demo/train/inference/shapes_ovd_val/coco_instances_results.json
@@ -11,11 +12,26 @@ where novel AP is low, with no model:
 import collections
 import json
 
+import numpy as np
 from pycocotools import mask as mask_util
 
-__all__ = ["OUTCOMES", "novel_object_outcomes"]
+__all__ = ["OUTCOMES", "PLACES", "novel_object_outcomes", "novel_detection_places"]
 
 OUTCOMES = ("no_box", "right", "other_novel", "base")
+# Where a novel-named detection lies, first that applies (score order, as COCO matches): on an
+# object of its name not yet taken (right) or taken by a better-scored one (duplicate); on an
+# object of a base or another novel class (IoU >= iou); mostly inside one object (a part of it);
+# overlapping one loosely (IoU >= 0.1); or on none.
+PLACES = (
+    "right",
+    "duplicate",
+    "base_object",
+    "novel_object",
+    "inside_base",
+    "inside_novel",
+    "loose",
+    "background",
+)
 
 
 def novel_object_outcomes(gt_json, novel_classes, detections, iou=0.5, top_confusions=10):
@@ -67,6 +83,60 @@ def novel_object_outcomes(gt_json, novel_classes, detections, iou=0.5, top_confu
     )
 
 
+def _share_inside(boxes, containers):
+    """(N, M) share of each XYWH box's area inside each XYWH container."""
+    b, c = np.asarray(boxes, float).reshape(-1, 4), np.asarray(containers, float).reshape(-1, 4)
+    w = np.minimum(b[:, None, 0] + b[:, None, 2], c[None, :, 0] + c[None, :, 2])
+    w -= np.maximum(b[:, None, 0], c[None, :, 0])
+    h = np.minimum(b[:, None, 1] + b[:, None, 3], c[None, :, 1] + c[None, :, 3])
+    h -= np.maximum(b[:, None, 1], c[None, :, 1])
+    inter = w.clip(min=0) * h.clip(min=0)
+    return inter / np.maximum(b[:, 2] * b[:, 3], 1e-6)[:, None]
+
+
+def novel_detection_places(gt_json, novel_classes, detections, min_score=0.5, iou=0.5, inside=0.7):
+    """{"novel_detections": N, and per place of PLACES the number of detections with a novel
+    name and score >= `min_score` that lie there}. `inside`: the share of a detection's area
+    inside an object that makes it a part of the object."""
+    names = {c["id"]: c["name"] for c in gt_json["categories"]}
+    novel = set(novel_classes)
+    objects = collections.defaultdict(list)
+    for a in gt_json["annotations"]:
+        if not a.get("iscrowd", 0):
+            objects[a["image_id"]].append(a)
+    counts = dict.fromkeys(PLACES, 0)
+    taken = set()
+    chosen = [d for d in detections if names[d["category_id"]] in novel and d["score"] >= min_score]
+    for d in sorted(chosen, key=lambda d: -d["score"]):
+        objs = objects[d["image_id"]]
+        if not objs:
+            counts["background"] += 1
+            continue
+        ious = mask_util.iou([d["bbox"]], [a["bbox"] for a in objs], [0] * len(objs)).ravel()
+        own = [
+            k
+            for k in np.argsort(-ious)
+            if ious[k] >= iou and objs[k]["category_id"] == d["category_id"]
+        ]
+        free = [k for k in own if objs[k]["id"] not in taken]
+        best = int(np.argmax(ious))
+        shares = _share_inside([d["bbox"]], [a["bbox"] for a in objs]).ravel()
+        host_is_novel = names[objs[int(np.argmax(shares))]["category_id"]] in novel
+        if free:
+            taken.add(objs[free[0]]["id"])
+            place = "right"
+        elif own:
+            place = "duplicate"
+        elif ious[best] >= iou:
+            place = "novel_object" if names[objs[best]["category_id"]] in novel else "base_object"
+        elif shares.max() >= inside:
+            place = "inside_novel" if host_is_novel else "inside_base"
+        else:
+            place = "loose" if ious[best] >= 0.1 else "background"
+        counts[place] += 1
+    return dict(novel_detections=len(chosen), **counts)
+
+
 def main(argv=None):
     """The command line `python -m ezsd.evaluation.novel_errors`."""
     import argparse
@@ -79,8 +149,9 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(
         description="Each novel object of an evaluation split: no detection covers it, or the "
-        "best-scored covering detection names it right, another novel class or a base class. "
-        "Prints the counts and the most frequent wrong names as JSON."
+        "best-scored covering detection names it right, another novel class or a base class; and "
+        "where the detections with a novel name lie ('places'). Prints the counts and the most "
+        "frequent wrong names as JSON."
     )
     p.add_argument("--dataset", required=True, help="a registered evaluation split (novel boxes)")
     p.add_argument(
@@ -91,6 +162,12 @@ def main(argv=None):
     )
     p.add_argument(
         "--iou", type=float, default=0.5, help="IoU at which a detection covers an object"
+    )
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=0.5,
+        help="the novel-named detections placed are those scored at least this",
     )
     args = p.parse_args(argv)
     meta = evaluation_split_metadata(args.dataset)
@@ -113,6 +190,8 @@ def main(argv=None):
         dataset=args.dataset,
         iou=args.iou,
         **novel_object_outcomes(gt, meta.novel_classes, detections, args.iou),
+        min_score=args.min_score,
+        places=novel_detection_places(gt, meta.novel_classes, detections, args.min_score, args.iou),
     )
     print(json.dumps(result))
     return result
