@@ -44,8 +44,8 @@ def add_ezsd_config(cfg):
     # Semantic-based regression: condition box regression on a class text embedding.
     _C.MODEL.EZSD.SEMANTIC_REGRESSION = True
     # -- Extensions: options that are NOT the paper's (ezsd.modeling.extensions,
-    # ezsd.modeling.not_background), off by default. (Their names stay at MODEL.EZSD level: every training run's config.yaml holds
-    # them.)
+    # ezsd.modeling.not_background), off by default. (Their names stay at MODEL.EZSD level: every
+    # training run's config.yaml holds them.)
     # Inference: each class probability times sigmoid(RPN objectness) ** this; 0 = off (the
     # paper). Detic's MULT_PROPOSAL_SCORE idea; needs proposals with objectness_logits.
     _C.MODEL.EZSD.TEST_OBJECTNESS_EXPONENT = 0.0

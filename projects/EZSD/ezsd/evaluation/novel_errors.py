@@ -13,6 +13,8 @@ import collections
 import json
 
 import numpy as np
+import torch
+from detectron2.structures import Boxes, pairwise_ioa
 from pycocotools import mask as mask_util
 
 __all__ = ["OUTCOMES", "PLACES", "novel_object_outcomes", "novel_detection_places"]
@@ -83,15 +85,9 @@ def novel_object_outcomes(gt_json, novel_classes, detections, iou=0.5, top_confu
     )
 
 
-def _share_inside(boxes, containers):
-    """(N, M) share of each XYWH box's area inside each XYWH container."""
-    b, c = np.asarray(boxes, float).reshape(-1, 4), np.asarray(containers, float).reshape(-1, 4)
-    w = np.minimum(b[:, None, 0] + b[:, None, 2], c[None, :, 0] + c[None, :, 2])
-    w -= np.maximum(b[:, None, 0], c[None, :, 0])
-    h = np.minimum(b[:, None, 1] + b[:, None, 3], c[None, :, 1] + c[None, :, 3])
-    h -= np.maximum(b[:, None, 1], c[None, :, 1])
-    inter = w.clip(min=0) * h.clip(min=0)
-    return inter / np.maximum(b[:, 2] * b[:, 3], 1e-6)[:, None]
+def _xyxy(xywh_boxes):
+    b = torch.as_tensor(xywh_boxes, dtype=torch.float32).reshape(-1, 4)
+    return Boxes(torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], dim=1))
 
 
 def novel_detection_places(gt_json, novel_classes, detections, min_score=0.5, iou=0.5, inside=0.7):
@@ -120,7 +116,8 @@ def novel_detection_places(gt_json, novel_classes, detections, min_score=0.5, io
         ]
         free = [k for k in own if objs[k]["id"] not in taken]
         best = int(np.argmax(ious))
-        shares = _share_inside([d["bbox"]], [a["bbox"] for a in objs]).ravel()
+        # the share of the detection's area inside each object
+        shares = pairwise_ioa(_xyxy([a["bbox"] for a in objs]), _xyxy(d["bbox"])).ravel().numpy()
         host_is_novel = names[objs[int(np.argmax(shares))]["category_id"]] in novel
         if free:
             taken.add(objs[free[0]]["id"])

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 import torch
+from detectron2.structures import Boxes, pairwise_ioa
 from torchvision.ops import box_iou
 
 from ezsd.clip import CropSettings, encode_regions
@@ -28,7 +29,6 @@ from ezsd.clip.regions import flatten_crop
 __all__ = [
     "FeatureSettings",
     "base_gt_filter",
-    "share_inside",
     "select_regions",
     "image_regions",
 ]
@@ -57,17 +57,10 @@ def base_gt_filter(proposal_boxes, base_gt_boxes, iou_thresh=0.3, inside_thresh=
         return torch.ones(proposal_boxes.shape[0], dtype=torch.bool)
     keep = box_iou(proposal_boxes, base_gt_boxes).amax(dim=1) < iou_thresh
     if inside_thresh > 0:
-        keep &= share_inside(proposal_boxes, base_gt_boxes).amax(dim=1) < inside_thresh
+        # IoA with the proposal as the second argument: the share of its area inside each box
+        inside = pairwise_ioa(Boxes(base_gt_boxes), Boxes(proposal_boxes))
+        keep &= inside.amax(dim=0) < inside_thresh
     return keep
-
-
-def share_inside(boxes, containers):
-    """(N, M): the share of each of the N boxes' area that lies inside each of the M boxes."""
-    top_left = torch.maximum(boxes[:, None, :2], containers[None, :, :2])
-    bottom_right = torch.minimum(boxes[:, None, 2:], containers[None, :, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=2)
-    area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1)
-    return inter / area.clamp(min=1e-6)[:, None]
 
 
 def select_regions(proposals, base_gt_boxes, num_base_classes, settings):
