@@ -218,6 +218,9 @@ def test_proposals_filtered_against_base_gt_only():
     assert base_gt_filter(part_and_half, gt, 0.3, inside_thresh=0.5).tolist() == [False, False]
     inside = FeatureSettings(gt_iou_thresh=0.3, gt_inside_thresh=0.7, top_k=300)
     assert select_regions(props, gt, 2, inside).tolist() == [3]
+    # recorded in a store's settings when on; off, the settings of stores made before it
+    assert inside.to_dict()["gt_inside_thresh"] == 0.7
+    assert "gt_inside_thresh" not in settings.to_dict()
 
 
 def test_proposal_recall_counts_the_groups_gt_boxes_hit_by_the_top_k(world, tmp_path):

@@ -26,12 +26,7 @@ from torchvision.ops import box_iou
 from ezsd.clip import CropSettings, encode_regions
 from ezsd.clip.regions import flatten_crop
 
-__all__ = [
-    "FeatureSettings",
-    "base_gt_filter",
-    "select_regions",
-    "image_regions",
-]
+__all__ = ["FeatureSettings", "base_gt_filter", "select_regions", "image_regions"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +40,10 @@ class FeatureSettings:
     crop: CropSettings = CropSettings()  # recorded as crop_scale, min_size
 
     def to_dict(self):
-        return flatten_crop(dataclasses.asdict(self))
+        d = flatten_crop(dataclasses.asdict(self))
+        if not self.gt_inside_thresh:  # off: stores made before the option stay comparable
+            del d["gt_inside_thresh"]
+        return d
 
 
 def base_gt_filter(proposal_boxes, base_gt_boxes, iou_thresh=0.3, inside_thresh=0.0):
