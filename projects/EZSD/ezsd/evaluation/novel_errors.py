@@ -118,7 +118,6 @@ def novel_detection_places(gt_json, novel_classes, detections, min_score=0.5, io
         best = int(np.argmax(ious))
         # the share of the detection's area inside each object
         shares = pairwise_ioa(_xyxy([a["bbox"] for a in objs]), _xyxy(d["bbox"])).ravel().numpy()
-        host_is_novel = names[objs[int(np.argmax(shares))]["category_id"]] in novel
         if free:
             taken.add(objs[free[0]]["id"])
             place = "right"
@@ -127,7 +126,8 @@ def novel_detection_places(gt_json, novel_classes, detections, min_score=0.5, io
         elif ious[best] >= iou:
             place = "novel_object" if names[objs[best]["category_id"]] in novel else "base_object"
         elif shares.max() >= inside:
-            place = "inside_novel" if host_is_novel else "inside_base"
+            host = objs[int(np.argmax(shares))]
+            place = "inside_novel" if names[host["category_id"]] in novel else "inside_base"
         else:
             place = "loose" if ious[best] >= 0.1 else "background"
         counts[place] += 1
