@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 import torch
-from detectron2.structures import Boxes, pairwise_ioa
+from detectron2.structures import Boxes, BoxMode, pairwise_ioa
 from pycocotools import mask as mask_util
 
 __all__ = ["OUTCOMES", "PLACES", "novel_object_outcomes", "novel_detection_places"]
@@ -87,7 +87,17 @@ def novel_object_outcomes(gt_json, novel_classes, detections, iou=0.5, top_confu
 
 def _xyxy(xywh_boxes):
     b = torch.as_tensor(xywh_boxes, dtype=torch.float32).reshape(-1, 4)
-    return Boxes(torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], dim=1))
+    return Boxes(BoxMode.convert(b, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS))
+
+
+def _part_or_loose(detection, objects, best_iou, inside, names, novel):
+    """The place of a detection that covers no object: inside one (the object holding the
+    largest share of its area, if at least `inside`), loosely over one, or on none."""
+    shares = pairwise_ioa(_xyxy([a["bbox"] for a in objects]), _xyxy(detection["bbox"])).ravel()
+    if shares.max() >= inside:
+        host = objects[int(shares.argmax())]
+        return "inside_novel" if names[host["category_id"]] in novel else "inside_base"
+    return "loose" if best_iou >= 0.1 else "background"
 
 
 def novel_detection_places(gt_json, novel_classes, detections, min_score=0.5, iou=0.5, inside=0.7):
@@ -116,8 +126,6 @@ def novel_detection_places(gt_json, novel_classes, detections, min_score=0.5, io
         ]
         free = [k for k in own if objs[k]["id"] not in taken]
         best = int(np.argmax(ious))
-        # the share of the detection's area inside each object
-        shares = pairwise_ioa(_xyxy([a["bbox"] for a in objs]), _xyxy(d["bbox"])).ravel().numpy()
         if free:
             taken.add(objs[free[0]]["id"])
             place = "right"
@@ -125,11 +133,8 @@ def novel_detection_places(gt_json, novel_classes, detections, min_score=0.5, io
             place = "duplicate"
         elif ious[best] >= iou:
             place = "novel_object" if names[objs[best]["category_id"]] in novel else "base_object"
-        elif shares.max() >= inside:
-            host = objs[int(np.argmax(shares))]
-            place = "inside_novel" if names[host["category_id"]] in novel else "inside_base"
         else:
-            place = "loose" if ious[best] >= 0.1 else "background"
+            place = _part_or_loose(d, objs, ious[best], inside, names, novel)
         counts[place] += 1
     return dict(novel_detections=len(chosen), **counts)
 
