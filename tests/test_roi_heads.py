@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
-from detectron2.structures import BitMasks, Boxes, Instances, pairwise_iou
+from detectron2.structures import BitMasks, Boxes, Instances, pairwise_ioa, pairwise_iou
 from detectron2.utils.events import EventStorage
 
 from ezsd import add_ezsd_config
@@ -351,7 +351,7 @@ def test_repeated_distillation_boxes_are_embedded_once_with_the_same_loss_and_gr
 
 def _labels_of_one_step(model, batch):
     """One training step's sampled RPN labels (with the anchors) and the labelled ROI proposals,
-    caught on their way to the losses."""
+    caught on their way to the losses, and the losses."""
     rpn, heads = model.proposal_generator, model.roi_heads
     rpn_losses, forward_box = rpn.losses, heads._forward_box
     seen = {}
@@ -368,7 +368,7 @@ def _labels_of_one_step(model, batch):
     model.train()
     torch.manual_seed(1)  # the same anchor and proposal sampling for every model
     with EventStorage():
-        model(batch)
+        seen["losses"] = model(batch)
     return seen
 
 
@@ -407,3 +407,80 @@ def test_not_background_leaves_covered_background_out_of_both_losses(tmp_path):
 def test_not_background_needs_the_ezsd_rpn(tmp_path):
     with pytest.raises(UserInputError, match="NOT_BACKGROUND_IOU .*'EZSDRPN', got 'RPN'"):
         build_model(_cfg(tmp_path, **{"MODEL.EZSD.NOT_BACKGROUND_IOU": 0.5}))
+
+
+def test_novel_negatives_compete_on_the_proposals_on_base_objects(tmp_path):
+    """MODEL.EZSD.NOVEL_NEGATIVES_INSIDE: the same sampled proposals as the paper's model (same
+    weights); those labelled as a base class and the background ones with at least the share of
+    their area inside a GT box are marked, and only the classification loss grows (the novel
+    names add terms to the softmax's denominator there)."""
+    torch.manual_seed(0)
+    cfg = _cfg(tmp_path, **{"MODEL.EZSD.TEST_TEXT_EMBEDDINGS": _vocab(tmp_path / "all.npy", ALL)})
+    paper = build_model(cfg)
+    cfg.MODEL.EZSD.NOVEL_NEGATIVES_INSIDE = 0.6
+    option = build_model(cfg)
+    option.load_state_dict(paper.state_dict())
+    batch = _batch()
+    before, after = _labels_of_one_step(paper, batch), _labels_of_one_step(option, batch)
+    parts = elsewhere = 0
+    for x, p, q in zip(batch, before["proposals"], after["proposals"]):
+        assert torch.equal(q.proposal_boxes.tensor, p.proposal_boxes.tensor)
+        background = q.gt_classes == len(BASE)
+        inside = pairwise_ioa(x["instances"].gt_boxes, q.proposal_boxes).max(dim=0).values >= 0.6
+        assert torch.equal(q.novel_negative, ~background | inside)
+        parts += int((background & inside).sum())
+        elsewhere += int((background & ~inside).sum())
+    assert parts > 0 and elsewhere > 0
+    assert after["losses"]["loss_cls"] > before["losses"]["loss_cls"]
+    for key in ("loss_box_reg", "loss_distill", "loss_rpn_cls", "loss_rpn_loc"):
+        torch.testing.assert_close(after["losses"][key], before["losses"][key])
+
+
+def test_novel_negative_logits_and_loss_by_hand(tmp_path):
+    """The predictor's scores gain one column per novel name (T * cosine with its text embedding)
+    on the marked regions, -inf elsewhere; the classification loss is the cross-entropy over base
+    names, background and the novel names where marked."""
+    cfg = _cfg(tmp_path, **{"MODEL.EZSD.TEST_TEXT_EMBEDDINGS": _vocab(tmp_path / "all.npy", ALL)})
+    cfg.MODEL.EZSD.NOVEL_NEGATIVES_INSIDE = 0.5
+    predictor = build_model(cfg).roi_heads.box_predictor.train()
+    g = torch.Generator().manual_seed(3)
+    embeddings, reg = torch.randn(6, D, generator=g), torch.randn(6, 32, generator=g)
+    marked = torch.tensor([True, True, False, True, False, False])
+    gt = torch.tensor([0, 3, 3, 2, 1, 3])  # 3 = background
+    scores, deltas = predictor((embeddings, reg), gt, marked)
+    assert scores.shape == (6, len(BASE) + 1 + 2) and predictor.cls_score.novel_names == ALL[3:]
+    novel_text = F.normalize(torch.from_numpy(np.load(tmp_path / "all.npy"))[3:].float(), dim=1)
+    expected = predictor.temperature * F.normalize(embeddings, dim=1) @ novel_text.t()
+    torch.testing.assert_close(scores[marked, 4:], expected[marked].detach())
+    assert torch.isneginf(scores[~marked, 4:]).all()
+
+    proposals = [
+        Instances(
+            (50, 50), proposal_boxes=Boxes(torch.tensor([[1.0, 2, 20, 30]] * 6)), gt_classes=gt
+        )
+    ]
+    with EventStorage():  # FastRCNNOutputLayers.losses logs its accuracy
+        loss = predictor.losses((scores, deltas), proposals)["loss_cls"]
+        paper = predictor.losses((scores[:, :4], deltas), proposals)["loss_cls"]
+        unmarked, _ = predictor((embeddings, reg), gt, torch.zeros(6, dtype=torch.bool))
+        loss_unmarked = predictor.losses((unmarked, deltas), proposals)["loss_cls"]
+    own = scores[:, :4]
+    by_hand = torch.stack(
+        [
+            torch.logsumexp(torch.cat([own[i], scores[i, 4:]] if marked[i] else [own[i]]), 0)
+            - own[i, gt[i]]
+            for i in range(6)
+        ]
+    ).mean()
+    torch.testing.assert_close(loss, by_hand)
+    assert loss > paper
+    torch.testing.assert_close(loss_unmarked, paper)
+
+
+def test_novel_negatives_need_novel_names(tmp_path):
+    with pytest.raises(UserInputError, match="NOVEL_NEGATIVES_INSIDE > 0 needs novel names"):
+        build_model(_cfg(tmp_path, **{"MODEL.EZSD.NOVEL_NEGATIVES_INSIDE": 0.7}))
+    with pytest.raises(
+        UserInputError, match=r"NOVEL_NEGATIVES_INSIDE must be in \[0, 1\], got 1.5"
+    ):
+        build_model(_cfg(tmp_path, **{"MODEL.EZSD.NOVEL_NEGATIVES_INSIDE": 1.5}))

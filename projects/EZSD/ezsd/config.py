@@ -44,8 +44,8 @@ def add_ezsd_config(cfg):
     # Semantic-based regression: condition box regression on a class text embedding.
     _C.MODEL.EZSD.SEMANTIC_REGRESSION = True
     # -- Extensions: options that are NOT the paper's (ezsd.modeling.extensions,
-    # ezsd.modeling.not_background), off by default. (Their names stay at MODEL.EZSD level: every
-    # training run's config.yaml holds them.)
+    # ezsd.modeling.not_background, ezsd.modeling.novel_negatives), off by default. (Their names
+    # stay at MODEL.EZSD level: every training run's config.yaml holds them.)
     # Inference: each class probability times sigmoid(RPN objectness) ** this; 0 = off (the
     # paper). Detic's MULT_PROPOSAL_SCORE idea; needs proposals with objectness_logits.
     _C.MODEL.EZSD.TEST_OBJECTNESS_EXPONENT = 0.0
@@ -56,6 +56,11 @@ def add_ezsd_config(cfg):
     # the image's distilled CLIP regions is at least this are left out of the losses instead
     # (they may be unlabeled novel objects); 0 = off (the paper). The RPN must be 'EZSDRPN'.
     _C.MODEL.EZSD.NOT_BACKGROUND_IOU = 0.0
+    # Training: the novel names (of MODEL.EZSD.TEST_TEXT_EMBEDDINGS, absent from the training
+    # vocabulary) join the classification softmax as wrong answers on the sampled proposals
+    # labelled as a base class and on the background ones with at least this share of their area
+    # inside a base box (parts of base objects); 0 = off (the paper: novel names only at test).
+    _C.MODEL.EZSD.NOVEL_NEGATIVES_INSIDE = 0.0
     # -- end of the extensions
     # EZSD box head layout (conv/FC widths and norm come from
     # MODEL.ROI_BOX_HEAD.CONV_DIM/FC_DIM/NORM).

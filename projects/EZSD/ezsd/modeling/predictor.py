@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec
+from detectron2.layers import ShapeSpec, cat, cross_entropy
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
@@ -196,17 +196,29 @@ class EZSDPredictor(FastRCNNOutputLayers):
             return padded[scores.argmax(dim=1)]
         return padded[gt_classes.clamp(0, self.num_classes)]
 
-    def forward(self, x, gt_classes: Optional[torch.Tensor] = None):
+    def forward(
+        self,
+        x,
+        gt_classes: Optional[torch.Tensor] = None,
+        novel_negative: Optional[torch.Tensor] = None,
+    ):
         """
         Args:
             x: (region_embeddings (R, D), reg_features (R, F)).
             gt_classes: (R,) assigned classes in training (C = background); None at inference.
+            novel_negative: (R,) bool, training only (ezsd.modeling.novel_negatives, not the
+                paper's): the regions on which the N novel names compete; None = none.
         Returns:
-            scores (R, C + 1), proposal_deltas (R, 4)
+            scores (R, C + 1), or (R, C + 1 + N) with `novel_negative`: the novel names' logits
+            after background's, -inf where they do not compete; proposal_deltas (R, 4)
         """
         self._check_names_once()
         embeddings, reg_features = x
         scores = self.cls_score(embeddings)
+        if novel_negative is not None:
+            novel = self.cls_score.novel_logits(embeddings)
+            novel = novel.masked_fill(~novel_negative[:, None], float("-inf"))
+            scores = torch.cat([scores, novel], dim=1)
         reg_features = reg_features.flatten(1)
         if self.semantic_regression:
             text = self.regression_text(scores.detach(), gt_classes)
@@ -218,6 +230,18 @@ class EZSDPredictor(FastRCNNOutputLayers):
             except AssertionError:  # no EventStorage (used outside a trainer)
                 pass
         return scores, deltas
+
+    def losses(self, predictions, proposals):
+        """FastRCNNOutputLayers' losses; with the novel names' columns in the scores (see
+        `forward`), the classification loss is the softmax cross-entropy over all columns."""
+        scores, deltas = predictions
+        own = self.num_classes + 1
+        losses = super().losses((scores[:, :own], deltas), proposals)
+        if scores.shape[1] > own:
+            gt_classes = cat([p.gt_classes for p in proposals], dim=0)
+            loss_cls = cross_entropy(scores, gt_classes, reduction="mean")
+            losses["loss_cls"] = loss_cls * self.loss_weight.get("loss_cls", 1.0)
+        return losses
 
     def predict_probs(self, predictions, proposals: List[Instances]):
         """Class probabilities per image, (R_i, C + 1): the softmax over all names and background

@@ -15,6 +15,7 @@ from ezsd.utils.errors import UserInputError
 
 from .distillation import distillation_loss, regions_per_process
 from .not_background import drop_background_on_regions
+from .novel_negatives import on_base_objects
 from .predictor import EZSDPredictor
 
 __all__ = ["EZSDROIHeads"]
@@ -40,9 +41,11 @@ class EZSDROIHeads(StandardROIHeads):
     In training, `forward(..., distill_regions=...)` takes per image an Instances with fields
     `boxes` (Boxes, in the input image's coordinates), `targets` (K, D) CLIP embeddings and
     `weights` (K,) (as :class:`ezsd.data.mapper.EZSDDatasetMapper` yields them) and adds
-    `loss_distill`. `num_classes` is the predictor's (the active vocabulary's size). With
-    `not_background_iou` > 0 (not the paper's: ezsd.modeling.not_background), sampled background
-    proposals that the distilled regions cover are left out of the losses.
+    `loss_distill`. `num_classes` is the predictor's (the active vocabulary's size). Two training
+    options that are not the paper's: with `not_background_iou` > 0
+    (ezsd.modeling.not_background), sampled background proposals that the distilled regions cover
+    are left out of the losses; with `novel_negatives_inside` > 0 (ezsd.modeling.novel_negatives),
+    the novel names compete in the classification loss on the proposals that lie on base objects.
     """
 
     @configurable
@@ -52,6 +55,7 @@ class EZSDROIHeads(StandardROIHeads):
         distillation: bool = True,
         distill_weight: float = 1.0,
         not_background_iou: float = 0.0,
+        novel_negatives_inside: float = 0.0,
         **kwargs,
     ):
         """
@@ -60,6 +64,9 @@ class EZSDROIHeads(StandardROIHeads):
             distill_weight: its factor (the loss is also scaled by the embedding dimension).
             not_background_iou: IoU with a distilled region at which a sampled background
                 proposal is dropped from the losses; 0 = off (the paper).
+            novel_negatives_inside: share of a background proposal's area inside a base box at
+                which the novel names compete on it (they always do on proposals labelled as a
+                base class); 0 = off (the paper).
             kwargs: StandardROIHeads arguments; `box_head` must return (embeddings, reg_features)
                 like EZSDBoxHead and `box_predictor` must be an EZSDPredictor.
         """
@@ -78,6 +85,16 @@ class EZSDROIHeads(StandardROIHeads):
         self.distillation = distillation
         self.distill_weight = distill_weight
         self.not_background_iou = not_background_iou
+        if not 0 <= novel_negatives_inside <= 1:
+            raise UserInputError(
+                f"MODEL.EZSD.NOVEL_NEGATIVES_INSIDE must be in [0, 1], got {novel_negatives_inside}"
+            )
+        if novel_negatives_inside > 0 and not self.box_predictor.cls_score.novel_names:
+            raise UserInputError(
+                "MODEL.EZSD.NOVEL_NEGATIVES_INSIDE > 0 needs novel names: an inference vocabulary "
+                "(MODEL.EZSD.TEST_TEXT_EMBEDDINGS) with names that the training one lacks"
+            )
+        self.novel_negatives_inside = novel_negatives_inside
 
     # ROIHeads.__init__ assigns num_classes; afterwards it follows the predictor's vocabulary.
     @property
@@ -103,6 +120,7 @@ class EZSDROIHeads(StandardROIHeads):
         ret["distillation"] = cfg.MODEL.EZSD.DISTILL.ENABLED
         ret["distill_weight"] = cfg.MODEL.EZSD.DISTILL.WEIGHT
         ret["not_background_iou"] = cfg.MODEL.EZSD.NOT_BACKGROUND_IOU
+        ret["novel_negatives_inside"] = cfg.MODEL.EZSD.NOVEL_NEGATIVES_INSIDE
         return ret
 
     @classmethod
@@ -149,6 +167,15 @@ class EZSDROIHeads(StandardROIHeads):
             return super().forward(images, features, proposals, targets)
         assert targets, "'targets' argument is required during training"
         proposals = self.label_and_sample_proposals(proposals, targets)
+        if self.novel_negatives_inside > 0:
+            masks = on_base_objects(
+                proposals, targets, self.novel_negatives_inside, background_class=self.num_classes
+            )
+            for p, on_base in zip(proposals, masks):
+                p.novel_negative = on_base
+            get_event_storage().put_scalar(
+                "ezsd/novel_negative_rois", float(cat(masks).float().sum()) / len(proposals)
+            )
         del targets
         if self.not_background_iou > 0 and distill_regions is not None:
             sampled = sum(len(p) for p in proposals)
@@ -188,8 +215,14 @@ class EZSDROIHeads(StandardROIHeads):
                 unique_boxes, inverse = unique_boxes_per_image([r.boxes for r in distill_regions])
                 x = torch.cat([x, self.box_pooler(features, unique_boxes)])
         embeddings, reg_features = self.box_head(x, num_reg=num_proposals)
-        gt_classes = cat([p.gt_classes for p in proposals]) if self.training else None
-        predictions = self.box_predictor((embeddings[:num_proposals], reg_features), gt_classes)
+        gt_classes = novel_negative = None
+        if self.training:
+            gt_classes = cat([p.gt_classes for p in proposals])
+            if proposals and proposals[0].has("novel_negative"):
+                novel_negative = cat([p.novel_negative for p in proposals])
+        predictions = self.box_predictor(
+            (embeddings[:num_proposals], reg_features), gt_classes, novel_negative
+        )
 
         if not self.training:
             pred_instances, _ = self.box_predictor.inference(predictions, proposals)

@@ -94,6 +94,12 @@ class VocabularyClassifier(nn.Module):
         self._activate()
         return self
 
+    @property
+    def novel_names(self) -> List[str]:
+        """Names of the inference vocabulary that the training one lacks (the novel classes)."""
+        training = set(self.training_names)
+        return [n for n in self._vocabularies.get("test", ((), ()))[1] if n not in training]
+
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(R, D) region embeddings -> (R, C + 1) logits (classes, then background), in float32
         even under autocast: T (~100) times a bf16/fp16 cosine is off by up to ~0.4."""
@@ -101,6 +107,19 @@ class VocabularyClassifier(nn.Module):
             embeddings = F.normalize(embeddings.flatten(1).float(), dim=1)
             cos = embeddings @ self.text_embeddings.float().t()
             return self.temperature.float() * torch.cat([cos, self.bg_score(embeddings)], dim=1)
+
+    def novel_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(R, D) region embeddings -> (R, N) logits T * cos with the N `novel_names`, in
+        either mode (for training options that let them compete: ezsd.modeling.novel_negatives)."""
+        test_embeddings, test_names = self._vocabularies.get("test", (None, ()))
+        novel = set(self.novel_names)
+        rows = [i for i, n in enumerate(test_names) if n in novel]
+        text = test_embeddings[rows].to(embeddings.device) if rows else None
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            embeddings = F.normalize(embeddings.flatten(1).float(), dim=1)
+            if text is None:
+                return embeddings.new_zeros(len(embeddings), 0)
+            return self.temperature.float() * (embeddings @ text.t())
 
     def _store(self, embeddings, names, split):
         embeddings = torch.as_tensor(embeddings, dtype=torch.float32).detach().cpu()
