@@ -62,8 +62,10 @@ def test_a_stage_made_from_other_inputs_is_refused_not_reused(tmp_path):
         runs == [1]
         and json.loads(open(os.path.join(folder, "pipeline_inputs.json")).read()) == inputs
     )
+    assert pipeline.stage_seconds["features"] >= 0
     pipeline.stage("features", lambda: True, lambda: runs.append(1), folder, inputs)
     assert runs == [1]  # done and made from the same inputs: skipped
+    assert pipeline.stage_seconds["features"] is None  # not 0: the earlier run's cost
     with pytest.raises(UserInputError) as e:
         pipeline.stage(
             "features", lambda: True, lambda: runs.append(1), folder, dict(inputs, num_train=8)

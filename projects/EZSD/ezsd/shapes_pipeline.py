@@ -13,7 +13,7 @@ interrupted run resumes; outputs made from other inputs are refused, naming both
   train     tools/train_net.py (trains, then evaluates on val with base+novel names) -> OUT/train/
 and writes OUT/results.json with the open-vocabulary AP figures, every input that decides them
 (seed, split, image counts, iterations, variant, proposal mode, CLIPs, data digests, git commit)
-and the time of every stage.
+and the time of every stage (null for a stage skipped because an earlier run made its outputs).
 Every stage runs the same command a COCO user runs, with ShapesOVD settings. SHARED is OUT unless
 --shared-dir is given: tools/run_ablation.py points all variants at one, so each stage output is
 made once for the variants that share it.
@@ -183,12 +183,14 @@ class Pipeline:
         start = time.time()
         if done() and (inputs is None or self._same_inputs(name, folder, inputs)):
             print(f"[ezsd pipeline] {name}: already done, skipped", flush=True)
-        else:
-            print(f"[ezsd pipeline] {name}: running ...", flush=True)
-            run()
-            if inputs is not None:
-                atomic_write_json(os.path.join(folder, INPUTS_FILE), inputs, indent=1)
-            print(f"[ezsd pipeline] {name}: done in {time.time() - start:.0f} s", flush=True)
+            # not run now: its cost is the earlier run's (its log), not 0
+            self.stage_seconds[name] = None
+            return
+        print(f"[ezsd pipeline] {name}: running ...", flush=True)
+        run()
+        if inputs is not None:
+            atomic_write_json(os.path.join(folder, INPUTS_FILE), inputs, indent=1)
+        print(f"[ezsd pipeline] {name}: done in {time.time() - start:.0f} s", flush=True)
         self.stage_seconds[name] = round(time.time() - start, 1)
 
     @staticmethod
