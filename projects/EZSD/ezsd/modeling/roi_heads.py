@@ -89,11 +89,6 @@ class EZSDROIHeads(StandardROIHeads):
             raise UserInputError(
                 f"MODEL.EZSD.NOVEL_NEGATIVES_INSIDE must be in [0, 1], got {novel_negatives_inside}"
             )
-        if novel_negatives_inside > 0 and not self.box_predictor.cls_score.novel_names:
-            raise UserInputError(
-                "MODEL.EZSD.NOVEL_NEGATIVES_INSIDE > 0 needs novel names: an inference vocabulary "
-                "(MODEL.EZSD.TEST_TEXT_EMBEDDINGS) with names that the training one lacks"
-            )
         self.novel_negatives_inside = novel_negatives_inside
 
     # ROIHeads.__init__ assigns num_classes; afterwards it follows the predictor's vocabulary.
@@ -168,6 +163,14 @@ class EZSDROIHeads(StandardROIHeads):
         assert targets, "'targets' argument is required during training"
         proposals = self.label_and_sample_proposals(proposals, targets)
         if self.novel_negatives_inside > 0:
+            # checked here, not at build: a model built for inference (demo, custom vocabulary)
+            # from a training config needs no novel names
+            if not self.box_predictor.cls_score.novel_names:
+                raise UserInputError(
+                    "MODEL.EZSD.NOVEL_NEGATIVES_INSIDE > 0 needs novel names in training: an "
+                    "inference vocabulary (MODEL.EZSD.TEST_TEXT_EMBEDDINGS) with names that the "
+                    "training one lacks"
+                )
             masks = on_base_objects(
                 proposals, targets, self.novel_negatives_inside, background_class=self.num_classes
             )
