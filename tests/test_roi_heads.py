@@ -487,6 +487,39 @@ def test_novel_negatives_need_novel_names_in_training_only(tmp_path):
     model.train()
     with EventStorage(), pytest.raises(UserInputError, match="needs novel names in training"):
         model(_batch())
+    # a training name spelled otherwise in the inference vocabulary would count as novel
+    other = ["Lemon"] + ALL[1:]
+    cfg = _cfg(tmp_path, **{"MODEL.EZSD.TEST_TEXT_EMBEDDINGS": _vocab(tmp_path / "o.npy", other)})
+    cfg.MODEL.EZSD.NOVEL_NEGATIVES_INSIDE = 0.7
+    with (
+        EventStorage(),
+        pytest.raises(UserInputError, match=r"lacks the training name\(s\) \['lemon'\]"),
+    ):
+        build_model(cfg).train()(_batch())
+
+
+def test_novel_negatives_with_not_background(tmp_path):
+    """Both training options: the marks stay with the proposals that NOT_BACKGROUND_IOU keeps."""
+    torch.manual_seed(0)
+    cfg = _cfg(
+        tmp_path,
+        **{
+            "MODEL.EZSD.TEST_TEXT_EMBEDDINGS": _vocab(tmp_path / "all.npy", ALL),
+            "MODEL.PROPOSAL_GENERATOR.NAME": "EZSDRPN",
+            "MODEL.EZSD.NOVEL_NEGATIVES_INSIDE": 0.6,
+            "MODEL.EZSD.NOT_BACKGROUND_IOU": 0.3,
+        },
+    )
+    batch = _batch()
+    seen = _labels_of_one_step(build_model(cfg), batch)
+    for x, q in zip(batch, seen["proposals"]):
+        background = q.gt_classes == len(BASE)
+        assert not (
+            background & (pairwise_iou(q.proposal_boxes, x["distill_regions"].boxes) >= 0.3).any(1)
+        ).any()
+        inside = pairwise_ioa(x["instances"].gt_boxes, q.proposal_boxes).max(dim=0).values >= 0.6
+        assert torch.equal(q.novel_negative, ~background | inside)
+    assert torch.isfinite(seen["losses"]["loss_cls"])
     with pytest.raises(
         UserInputError, match=r"NOVEL_NEGATIVES_INSIDE must be in \[0, 1\], got 1.5"
     ):

@@ -6,7 +6,8 @@
                                                     at inference; the zero vector for background
 
 Losses and inference are FastRCNNOutputLayers' (softmax cross-entropy, class-agnostic regression).
-Test-time options that are not the paper's live in `ezsd.modeling.extensions` (off by default).
+Options that are not the paper's (off by default): at test time `ezsd.modeling.extensions`; in
+training the novel names' columns of `ezsd.modeling.novel_negatives` (see `forward`).
 """
 
 from typing import List, Optional
@@ -45,7 +46,8 @@ class EZSDPredictor(FastRCNNOutputLayers):
     regression is conditioned on a text embedding.
 
     Input: `(region_embeddings (R, D), reg_features (R, F))` from :class:`EZSDBoxHead`.
-    Output: `(scores (R, C + 1), deltas (R, 4))`. `num_classes`, `class_names` and
+    Output: `(scores (R, C + 1), deltas (R, 4))` (see `forward` for the training option that
+    adds columns). `num_classes`, `class_names` and
     `set_vocabulary` are the classifier's (the active vocabulary's).
     """
 
@@ -216,6 +218,11 @@ class EZSDPredictor(FastRCNNOutputLayers):
         embeddings, reg_features = x
         scores = self.cls_score(embeddings)
         if novel_negative is not None:
+            if novel_negative.shape != scores.shape[:1]:
+                raise ValueError(
+                    f"novel_negative of shape {tuple(novel_negative.shape)}, "
+                    f"for {len(scores)} regions"
+                )
             novel = self.cls_score.novel_logits(embeddings)
             novel = novel.masked_fill(~novel_negative[:, None], float("-inf"))
             scores = torch.cat([scores, novel], dim=1)
@@ -233,7 +240,8 @@ class EZSDPredictor(FastRCNNOutputLayers):
 
     def losses(self, predictions, proposals):
         """FastRCNNOutputLayers' losses; with the novel names' columns in the scores (see
-        `forward`), the classification loss is the softmax cross-entropy over all columns."""
+        `forward`), the classification loss is the softmax cross-entropy over all columns (the
+        logged fast_rcnn accuracies stay those of the training names and background)."""
         scores, deltas = predictions
         own = self.num_classes + 1
         losses = super().losses((scores[:, :own], deltas), proposals)

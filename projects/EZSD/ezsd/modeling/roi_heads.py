@@ -15,7 +15,7 @@ from ezsd.utils.errors import UserInputError
 
 from .distillation import distillation_loss, regions_per_process
 from .not_background import drop_background_on_regions
-from .novel_negatives import on_base_objects
+from .novel_negatives import check_novel_names, on_base_objects
 from .predictor import EZSDPredictor
 
 __all__ = ["EZSDROIHeads"]
@@ -165,20 +165,13 @@ class EZSDROIHeads(StandardROIHeads):
         if self.novel_negatives_inside > 0:
             # checked here, not at build: a model built for inference (demo, custom vocabulary)
             # from a training config needs no novel names
-            if not self.box_predictor.cls_score.novel_names:
-                raise UserInputError(
-                    "MODEL.EZSD.NOVEL_NEGATIVES_INSIDE > 0 needs novel names in training: an "
-                    "inference vocabulary (MODEL.EZSD.TEST_TEXT_EMBEDDINGS) with names that the "
-                    "training one lacks"
-                )
+            vocabulary = self.box_predictor.cls_score
+            check_novel_names(vocabulary.training_names, vocabulary.inference_names)
             masks = on_base_objects(
                 proposals, targets, self.novel_negatives_inside, background_class=self.num_classes
             )
             for p, on_base in zip(proposals, masks):
                 p.novel_negative = on_base
-            get_event_storage().put_scalar(
-                "ezsd/novel_negative_rois", float(cat(masks).float().sum()) / len(proposals)
-            )
         del targets
         if self.not_background_iou > 0 and distill_regions is not None:
             sampled = sum(len(p) for p in proposals)
@@ -223,6 +216,9 @@ class EZSDROIHeads(StandardROIHeads):
             gt_classes = cat([p.gt_classes for p in proposals])
             if proposals and proposals[0].has("novel_negative"):
                 novel_negative = cat([p.novel_negative for p in proposals])
+                get_event_storage().put_scalar(
+                    "ezsd/novel_negative_rois", float(novel_negative.sum()) / len(proposals)
+                )
         predictions = self.box_predictor(
             (embeddings[:num_proposals], reg_features), gt_classes, novel_negative
         )

@@ -54,6 +54,7 @@ class VocabularyClassifier(nn.Module):
         else:
             self.register_buffer("log_temperature", log_t)
         self.register_buffer("text_embeddings", torch.zeros(0, embed_dim), persistent=False)
+        self.register_buffer("novel_text_embeddings", torch.zeros(0, embed_dim), persistent=False)
         self._vocabularies = {}  # split -> (normalised (C, D) embeddings on the CPU, names)
         self._store(text_embeddings, class_names, "train")
         if test_text_embeddings is not None:
@@ -95,31 +96,34 @@ class VocabularyClassifier(nn.Module):
         return self
 
     @property
+    def inference_names(self) -> List[str]:
+        """Names of the inference vocabulary (the training one's when there is none)."""
+        return list(self._vocabularies.get("test", self._vocabularies["train"])[1])
+
+    @property
     def novel_names(self) -> List[str]:
-        """Names of the inference vocabulary that the training one lacks (the novel classes)."""
-        training = set(self.training_names)
-        return [n for n in self._vocabularies.get("test", ((), ()))[1] if n not in training]
+        """Names of the inference vocabulary that the training one lacks (the novel classes),
+        in the order of `novel_logits`."""
+        return list(self._novel_names)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(R, D) region embeddings -> (R, C + 1) logits (classes, then background), in float32
-        even under autocast: T (~100) times a bf16/fp16 cosine is off by up to ~0.4."""
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            embeddings = F.normalize(embeddings.flatten(1).float(), dim=1)
-            cos = embeddings @ self.text_embeddings.float().t()
-            return self.temperature.float() * torch.cat([cos, self.bg_score(embeddings)], dim=1)
+        """(R, D) region embeddings -> (R, C + 1) logits (classes, then background)."""
+        return self._logits(embeddings, self.text_embeddings, background=True)
 
     def novel_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(R, D) region embeddings -> (R, N) logits T * cos with the N `novel_names`, in
         either mode (for training options that let them compete: ezsd.modeling.novel_negatives)."""
-        test_embeddings, test_names = self._vocabularies.get("test", (None, ()))
-        novel = set(self.novel_names)
-        rows = [i for i, n in enumerate(test_names) if n in novel]
-        text = test_embeddings[rows].to(embeddings.device) if rows else None
+        return self._logits(embeddings, self.novel_text_embeddings, background=False)
+
+    def _logits(self, embeddings, text, background):
+        """T * cos(region, text) [then T * background score], in float32 even under autocast:
+        T (~100) times a bf16/fp16 cosine is off by up to ~0.4."""
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             embeddings = F.normalize(embeddings.flatten(1).float(), dim=1)
-            if text is None:
-                return embeddings.new_zeros(len(embeddings), 0)
-            return self.temperature.float() * (embeddings @ text.t())
+            logits = embeddings @ text.float().t()
+            if background:
+                logits = torch.cat([logits, self.bg_score(embeddings)], dim=1)
+            return self.temperature.float() * logits
 
     def _store(self, embeddings, names, split):
         embeddings = torch.as_tensor(embeddings, dtype=torch.float32).detach().cpu()
@@ -141,6 +145,12 @@ class VocabularyClassifier(nn.Module):
 
     def _activate(self):
         embeddings, names = self._active()
+        device = self.log_temperature.device
         # assigning a tensor to a buffer's name keeps it a (non-persistent) buffer
-        self.text_embeddings = embeddings.to(self.log_temperature.device)
+        self.text_embeddings = embeddings.to(device)
         self.num_classes = len(names)
+        training = set(self._vocabularies["train"][1])
+        test_embeddings, test_names = self._vocabularies.get("test", self._vocabularies["train"])
+        rows = [i for i, n in enumerate(test_names) if n not in training]
+        self._novel_names = [test_names[i] for i in rows]
+        self.novel_text_embeddings = test_embeddings[rows].to(device)
