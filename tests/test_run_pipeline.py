@@ -2,6 +2,7 @@
 made from the inputs asked for now, and results.json records every input that decides its figures
 (no tool is run here)."""
 
+import hashlib
 import json
 import os
 
@@ -85,6 +86,8 @@ def test_results_record_every_input_that_decides_the_figures(tmp_path):
     assert pipeline.ran == ["train"]
     train = tmp_path / "train"
     cfg = run_pipeline.load_ezsd_config(run_pipeline.CONFIG, pipeline.train_opts)
+    recorded = json.loads((train / "pipeline_inputs.json").read_text())["config"]
+    assert recorded.endswith(" " + hashlib.sha256(cfg.dump().encode()).hexdigest()[:12])
     (train / "config.yaml").write_text(cfg.dump())
     metrics = {
         k: 1.0 for k in ("AP50_base", "AP50_novel", "AP50_all", "AP_base", "AP_novel", "AP_all")
@@ -145,3 +148,26 @@ def test_rpn_proposals_of_another_candidate_count_are_refused(tmp_path):
     assert features() == []  # same inputs: reused
     with pytest.raises(UserInputError, match="rpn_candidates: 50 there, 20 asked"):
         features("--rpn-candidates", 20)
+
+
+def test_an_rpn_trained_with_another_config_is_refused(tmp_path, monkeypatch):
+    """The rpn stage records the digest of its merged config, so an RPN trained before the config
+    changed (e.g. an FPN of another width after a repository update) is refused, not reused."""
+    _data(tmp_path, num_train=4, num_val=2)
+    config = tmp_path / "rpn.yaml"
+    config.write_text(f'_BASE_: "{run_pipeline.RPN_CONFIG}"\n')
+    monkeypatch.setattr(run_pipeline, "RPN_CONFIG", str(config))
+
+    def rpn():
+        pipeline = _pipeline(tmp_path, "--num-train", 4, "--num-val", 2)
+        pipeline.rpn()
+        return pipeline.ran
+
+    assert rpn() == ["rpn"]
+    recorded = json.loads((tmp_path / "rpn" / "pipeline_inputs.json").read_text())["config"]
+    assert recorded.startswith(os.path.relpath(config, run_pipeline.REPO) + " ")
+    (tmp_path / "rpn" / "model_final.pth").write_bytes(b"an RPN checkpoint")  # the stage is done
+    assert rpn() == []  # same config: reused
+    config.write_text(config.read_text() + "MODEL:\n  FPN:\n    OUT_CHANNELS: 32\n")
+    with pytest.raises(UserInputError, match=f"config: '{recorded}' there, '.+' asked"):
+        rpn()

@@ -20,6 +20,7 @@ made once for the variants that share it.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -355,7 +356,11 @@ class Pipeline:
         opts = ["OUTPUT_DIR", folder, "MODEL.DEVICE", self.args.device, "SEED", self.args.seed]
         if self.args.rpn_max_iter:
             opts += scaled_schedule(RPN_CONFIG, self.args.rpn_max_iter)
-        inputs = dict(self.asked_data_inputs(), opts=[str(o) for o in opts])
+        inputs = dict(
+            self.asked_data_inputs(),
+            opts=[str(o) for o in opts],
+            config=_config_digest(RPN_CONFIG, opts),
+        )
         self.stage(
             "rpn",
             lambda: os.path.exists(self.rpn_weights),
@@ -461,6 +466,7 @@ class Pipeline:
             self.asked_data_inputs(),
             variant=self.args.variant,
             opts=self.train_opts,
+            config=_config_digest(CONFIG, self.train_opts),
             text=[_sha256(f) for f in self.text_files.values()],
             features=self._features_digest() if distill else None,
         )
@@ -542,6 +548,14 @@ class Pipeline:
 def _sha256(path):
     """file_sha256 of `path`, None while it does not exist (an output of a stage not run yet)."""
     return file_sha256(path) if path and os.path.exists(path) else None
+
+
+def _config_digest(config_file, opts):
+    """The config a training stage runs with, as "FILE DIGEST" (the short sha256 of the merged
+    config that detectron2 dumps to OUTPUT_DIR/config.yaml): a model trained before the config
+    files or the EZSD keys changed is refused, not reused."""
+    dump = load_ezsd_config(config_file, opts, "--opts").dump().encode()
+    return f"{os.path.relpath(config_file, REPO)} {hashlib.sha256(dump).hexdigest()[:12]}"
 
 
 def _git_commit():
