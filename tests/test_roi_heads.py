@@ -372,18 +372,25 @@ def _labels_of_one_step(model, batch):
     return seen
 
 
+def _steps_without_and_with(cfg, key, value, batch):
+    """`_labels_of_one_step` of the model of `cfg` and of the same model (same weights) with the
+    training option `key` set to `value`."""
+    torch.manual_seed(0)
+    paper = build_model(cfg)
+    cfg = cfg.clone()
+    cfg.merge_from_list([key, value])
+    option = build_model(cfg)
+    option.load_state_dict(paper.state_dict())
+    return _labels_of_one_step(paper, batch), _labels_of_one_step(option, batch)
+
+
 def test_not_background_leaves_covered_background_out_of_both_losses(tmp_path):
     """MODEL.EZSD.NOT_BACKGROUND_IOU: the anchors and ROI proposals that the paper's model (IoU 0,
     same weights) teaches as background and that one of the image's distilled regions covers at
     the IoU are left out of the losses; every other label is the paper's."""
-    torch.manual_seed(0)
     cfg = _cfg(tmp_path, **{"MODEL.PROPOSAL_GENERATOR.NAME": "EZSDRPN"})
-    paper = build_model(cfg)
-    cfg.MODEL.EZSD.NOT_BACKGROUND_IOU = 0.3
-    option = build_model(cfg)
-    option.load_state_dict(paper.state_dict())
     batch = _batch()
-    before, after = _labels_of_one_step(paper, batch), _labels_of_one_step(option, batch)
+    before, after = _steps_without_and_with(cfg, "MODEL.EZSD.NOT_BACKGROUND_IOU", 0.3, batch)
     ignored_anchors = dropped_proposals = 0
     for i, x in enumerate(batch):
         regions = x["distill_regions"].boxes
@@ -414,14 +421,9 @@ def test_novel_negatives_compete_on_the_proposals_on_base_objects(tmp_path):
     weights); those labelled as a base class and the background ones with at least the share of
     their area inside a GT box are marked, and only the classification loss grows (the novel
     names add terms to the softmax's denominator there)."""
-    torch.manual_seed(0)
     cfg = _cfg(tmp_path, **{"MODEL.EZSD.TEST_TEXT_EMBEDDINGS": _vocab(tmp_path / "all.npy", ALL)})
-    paper = build_model(cfg)
-    cfg.MODEL.EZSD.NOVEL_NEGATIVES_INSIDE = 0.6
-    option = build_model(cfg)
-    option.load_state_dict(paper.state_dict())
     batch = _batch()
-    before, after = _labels_of_one_step(paper, batch), _labels_of_one_step(option, batch)
+    before, after = _steps_without_and_with(cfg, "MODEL.EZSD.NOVEL_NEGATIVES_INSIDE", 0.6, batch)
     parts = elsewhere = 0
     for x, p, q in zip(batch, before["proposals"], after["proposals"]):
         assert torch.equal(q.proposal_boxes.tensor, p.proposal_boxes.tensor)
