@@ -57,6 +57,9 @@ def run(tmp_path_factory):
         tiny_rpn_checkpoint(root),
         "--rpn-candidates",
         "50",
+        "--compare-opts",
+        "MODEL.FPN.OUT_CHANNELS",
+        "32",
         "--opts",
         "INPUT.MIN_SIZE_TRAIN",
         "(64,)",
@@ -96,6 +99,8 @@ def test_context_and_official_json_layout_file(run):
     ctx = result["context"]
     train = ctx["train"]
     assert len(train["ezsd_iter_s"]) == len(train["vanilla_iter_s"]) == 2
+    assert len(train["ezsd_compared_iter_s"]) == 2
+    assert train["compare_opts"] == ["MODEL.FPN.OUT_CHANNELS", "32"]
     assert train["vanilla_box_head"].startswith("FastRCNNConvFCHead NUM_CONV 4 NUM_FC 2")
     assert "loss_distill" in train["ezsd_losses"] and "loss_distill" not in train["vanilla_losses"]
     storage = ctx["storage"]
@@ -108,3 +113,11 @@ def test_context_and_official_json_layout_file(run):
     assert {len(f) for f in record["feat"]} == {storage["embed_dim"]}
     assert ctx["proposals"]["exhaustive"]["novel_boxes"] > 0
     assert ctx["proposals"]["rpn"]["crops_per_image"] <= 50
+
+
+def test_compare_opts_must_be_key_value_pairs(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        ezsd.benchmark.parse_args(
+            ["--output-dir", str(tmp_path), "--compare-opts", "MODEL.FPN.OUT_CHANNELS"]
+        )
+    assert "KEY VALUE pairs" in capsys.readouterr().err

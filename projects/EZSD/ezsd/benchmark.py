@@ -17,7 +17,9 @@ Writes DIR/benchmarks.json (atomically) and prints a table of the figures next t
               (GeneralizedRCNN + StandardROIHeads + FastRCNNConvFCHead with NUM_CONV = shared +
               branch convs and NUM_FC = branch FCs of the same widths), everything else from the
               same config; iterations interleaved after warm-up (train_iter_ratio, <= 1.2) and
-              EZSD's data-loading share of its iteration (data_time_share, < 0.05)
+              EZSD's data-loading share of its iteration (data_time_share, < 0.05); with
+              --compare-opts also EZSD with those options, interleaved with the two
+              (train_iter_ratio_compared: its iteration time over EZSD's)
   storage     on-disk bytes per stored region (.npz), at the CLIP's embedding dimension and at
               512-d, next to the official EZSD code's layout (a JSON text file per image with
               boxes and embedding lists; one such file is written for the comparison)
@@ -88,6 +90,8 @@ FIGURES = {
     "train_iter_s_ezsd": "",
     "train_iter_s_vanilla": "",
     "train_iter_ratio": "<= 1.2",
+    "train_iter_s_ezsd_compared": "",
+    "train_iter_ratio_compared": "",
     "data_time_s_ezsd": "",
     "data_time_share": "< 0.05",
     "bytes_per_region": "",
@@ -106,6 +110,7 @@ RATIOS = {  # ratio: (numerator, denominator)
         "proposals_rpn_crops_per_image",
     ),
     "train_iter_ratio": ("train_iter_s_ezsd", "train_iter_s_vanilla"),
+    "train_iter_ratio_compared": ("train_iter_s_ezsd_compared", "train_iter_s_ezsd"),
     "data_time_share": ("data_time_s_ezsd", "train_iter_s_ezsd"),
 }
 
@@ -202,6 +207,14 @@ def argument_parser():
         help="comma-separated parts not to run (features, proposals, "
         "train, storage); their figures are absent",
     )
+    g.add_argument(
+        "--compare-opts",
+        nargs="+",
+        default=[],
+        metavar="KEY VALUE",
+        help="also time EZSD with these config options on top of --opts (e.g. a cheaper "
+        "setting), interleaved with the two others: train_iter_ratio_compared",
+    )
     p.add_argument(
         "--opts",
         nargs=argparse.REMAINDER,
@@ -230,6 +243,8 @@ def parse_args(argv=None):
     unknown = args.skip - {"features", "proposals", "train", "storage"}
     if unknown:
         p.error(f"--skip: unknown parts {sorted(unknown)}")
+    if len(args.compare_opts) % 2:
+        p.error(f"--compare-opts: KEY VALUE pairs expected, got {args.compare_opts}")
     if args.image_size is None:
         args.image_size = 800 if args.real_size else 256
     if args.anchor_preset is None:
@@ -703,11 +718,17 @@ def bench_training(args, clip, store_dir, base, out, fig, ctx):
         _Run("ezsd", cfg, EZSDDatasetMapper(cfg, is_train=True, **extra), args.seed),
         _Run("vanilla", vanilla_cfg, DatasetMapper(vanilla_cfg, is_train=True, **extra), args.seed),
     ]
+    if args.compare_opts:
+        compared_cfg = cfg.clone()
+        compared_cfg.defrost()
+        compared_cfg.merge_from_list(args.compare_opts)
+        compared_cfg.freeze()
+        mapper = EZSDDatasetMapper(compared_cfg, is_train=True, **extra)
+        runs.append(_Run("ezsd_compared", compared_cfg, mapper, args.seed))
     log(
         f"train: {cfg.MODEL.BACKBONE.NAME} depth {cfg.MODEL.RESNETS.DEPTH}, batch "
         f"{cfg.SOLVER.IMS_PER_BATCH}, {args.warmup_iters} warm-up + {args.iters} "
-        "timed iterations each, "
-        "interleaved (EZSD first in even rounds, vanilla first in odd ones)"
+        "timed iterations each, interleaved (each detector first in turn)"
     )
     for i in range(args.warmup_iters):
         for run in runs:
@@ -716,16 +737,15 @@ def bench_training(args, clip, store_dir, base, out, fig, ctx):
     if "loss_distill" not in runs[0].losses:
         raise RuntimeError("EZSD trained without its distillation loss")
     for i in range(args.iters):
-        order = runs if i % 2 == 0 else runs[::-1]
-        took = {run.name: run.step(record=True) for run in order}
+        first = i % len(runs)
+        took = {run.name: run.step(record=True) for run in runs[first:] + runs[:first]}
         log(
-            f"train: round {i + 1}/{args.iters}: ezsd {took['ezsd'][0]:.3f} s (data "
-            f"{took['ezsd'][1]:.3f}), vanilla {took['vanilla'][0]:.3f} s "
-            f"(data {took['vanilla'][1]:.3f})"
+            f"train: round {i + 1}/{args.iters}: "
+            + ", ".join(f"{name} {s:.3f} s (data {d:.3f})" for name, (s, d) in took.items())
         )
-    ezsd_run, vanilla_run = runs
-    fig["train_iter_s_ezsd"] = statistics.median(ezsd_run.times)
-    fig["train_iter_s_vanilla"] = statistics.median(vanilla_run.times)
+    ezsd_run, vanilla_run = runs[:2]
+    for run in runs:
+        fig[f"train_iter_s_{run.name}"] = statistics.median(run.times)
     fig["data_time_s_ezsd"] = statistics.median(ezsd_run.data_times)
     ctx["train"] = dict(
         config=args.config or (REAL_CONFIG if args.real_size else SHAPES_CONFIG),
@@ -740,6 +760,7 @@ def bench_training(args, clip, store_dir, base, out, fig, ctx):
         f"CONV_DIM {cfg.MODEL.ROI_BOX_HEAD.CONV_DIM} "
         f"FC_DIM {cfg.MODEL.ROI_BOX_HEAD.FC_DIM}",
         distill_proposals_per_image=cfg.MODEL.EZSD.DISTILL.NUM_PROPOSALS,
+        compare_opts=[str(o) for o in args.compare_opts],
         **{f"{r.name}_iter_s": r.times for r in runs},
         **{f"{r.name}_data_s": r.data_times for r in runs},
         **{f"{r.name}_process_cpu_s": r.cpu_times for r in runs},
