@@ -26,7 +26,7 @@ $(STAMP): requirements.txt setup.py
 	$(PY) -c "import detectron2, clip, ezsd"
 	touch $(STAMP)
 
-# Demo scale: every stage sized for a 2-core CPU (about an hour, docs/SHAPES_RESULTS.md): an RPN
+# Demo scale: every stage sized for a 2-core CPU (about 45 minutes, docs/SHAPES_RESULTS.md): an RPN
 # for the CLIP proposals, 200 training images, 600 iterations of 8 (24 epochs), 200 validation
 # images so that each novel class has 20+ boxes (tools/run_pipeline.py --help for the full-size
 # run). Then the detections on four val images.
