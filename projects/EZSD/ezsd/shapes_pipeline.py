@@ -551,9 +551,9 @@ def _sha256(path):
 
 
 def _config_digest(config_file, opts):
-    """The config a training stage runs with, as "FILE DIGEST" (the short sha256 of the merged
-    config that detectron2 dumps to OUTPUT_DIR/config.yaml): a model trained before the config
-    files or the EZSD keys changed is refused, not reused."""
+    """The config a training stage runs with, as "FILE DIGEST" (the short sha256 of the dump of
+    `config_file` merged with `opts`): a model trained before the config files or the EZSD keys
+    changed is refused, not reused."""
     dump = load_ezsd_config(config_file, opts, "--opts").dump().encode()
     return f"{os.path.relpath(config_file, REPO)} {hashlib.sha256(dump).hexdigest()[:12]}"
 
