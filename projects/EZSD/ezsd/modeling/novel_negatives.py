@@ -27,14 +27,15 @@ __all__ = ["check_novel_names", "on_base_objects"]
 def check_novel_names(training_names, inference_names):
     """Refuse a vocabulary pair without novel names, or whose inference names lack a training name
     (spelled otherwise there, it would count as novel and be taught as wrong on its own objects)."""
-    missing = [n for n in training_names if n not in set(inference_names)]
+    inference = set(inference_names)
+    missing = [n for n in training_names if n not in inference]
     if missing:
         raise UserInputError(
             "MODEL.EZSD.NOVEL_NEGATIVES_INSIDE: the inference vocabulary "
             f"(MODEL.EZSD.TEST_TEXT_EMBEDDINGS) lacks the training name(s) {missing[:3]}; it must "
             "hold every training name and the novel ones"
         )
-    if len(set(inference_names)) == len(set(training_names)):
+    if not inference - set(training_names):
         raise UserInputError(
             "MODEL.EZSD.NOVEL_NEGATIVES_INSIDE > 0 needs novel names in training: an inference "
             "vocabulary (MODEL.EZSD.TEST_TEXT_EMBEDDINGS) with names that the training one lacks"
