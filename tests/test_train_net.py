@@ -85,6 +85,23 @@ def test_train_then_evaluate_base_and_novel(workspace):
     assert "other_base.npy was made with CLIP" in last, last
     assert f"MODEL.WEIGHTS {final} was trained against text embeddings of CLIP" in last, last
 
+    # It records the settings its weights were trained under without holding them: another
+    # input normalization, which loads into the same shapes, is refused.
+    inputs = torch.load(final, weights_only=False)["ezsd_trained_inputs"]
+    refused = _tool(
+        "train_net.py",
+        "--eval-only",
+        *_train_args(root, root / "eval_std", "MODEL.WEIGHTS", final),
+        "MODEL.PIXEL_STD",
+        "[2.0, 2.0, 2.0]",
+        env=env,
+    )
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode != 0 and last.startswith("error: "), refused.stderr[-2000:]
+    trained_std = inputs["MODEL.PIXEL_STD"]
+    assert f"MODEL.PIXEL_STD {trained_std} there, [2.0, 2.0, 2.0] here" in last, last
+    assert not (root / "eval_std" / "inference").exists()
+
 
 @pytest.mark.parametrize(
     "extra, message",

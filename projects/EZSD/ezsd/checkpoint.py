@@ -6,15 +6,20 @@ an error. Every path that runs a trained model (train_net.py --eval-only, the de
 evaluation tools) loads through `load_weights`, which refuses them.
 
 A checkpoint holds no vocabulary (text embeddings are a buffer, not a parameter), but its
-classifier is trained against the text embeddings of one CLIP: training records that CLIP
-(`TrainedVocabulary`, saved beside the model) and `load_weights` refuses text embeddings of
-another, which would otherwise give wrong classes of the right shape.
+classifier is trained against the text embeddings of one CLIP: training records that CLIP and the
+training class names (`TrainedVocabulary`, saved beside the model), and `load_weights` refuses
+text embeddings of another CLIP, which would otherwise give wrong classes of the right shape, and
+an evaluation split whose novel classes the model was trained on, which would inflate novel AP.
+Nor does a checkpoint hold the settings its weights were trained under without being weights:
+input normalization and anchors (`TrainedInputs`). Others of the same shapes load silently and
+give a detector that sees other inputs; `load_weights` refuses them.
 """
 
 import logging
 import os
 
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 
 from ezsd.data.text_embedding_file import text_embedding_info
@@ -22,10 +27,18 @@ from ezsd.modeling.vocabulary import vocabulary_clip_sources
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import resolve_data_path
 
-__all__ = ["weights_file", "load_weights", "build_detector", "TrainedVocabulary"]
+__all__ = [
+    "weights_file",
+    "load_weights",
+    "build_detector",
+    "TrainedVocabulary",
+    "TrainedInputs",
+    "trained_checkpointables",
+]
 
-# The checkpoint entry of `TrainedVocabulary`.
+# The checkpoint entries of `TrainedVocabulary` and `TrainedInputs`.
 VOCABULARY_KEY = "ezsd_trained_vocabulary"
+INPUTS_KEY = "ezsd_trained_inputs"
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +68,17 @@ def weights_file(cfg, config_file, opts=()):
     return weights
 
 
+def trained_checkpointables(cfg):
+    """The records a training run saves in every checkpoint beside the model (detectron2
+    Checkpointer checkpointables, keyword arguments of its constructor)."""
+    return {VOCABULARY_KEY: TrainedVocabulary(cfg), INPUTS_KEY: TrainedInputs(cfg)}
+
+
 class TrainedVocabulary:
     """A checkpointable of detectron2's Checkpointer (saved in every checkpoint of a training run
-    under VOCABULARY_KEY): the training text-embedding file and the CLIP hash it records (None
-    for a model without one, e.g. an RPN-only model). Resuming with text embeddings of another
-    CLIP is refused."""
+    under VOCABULARY_KEY): the training text-embedding file, the CLIP hash it records and its
+    class names (None for a model without one, e.g. an RPN-only model). Resuming with text
+    embeddings of another CLIP is refused."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -67,8 +86,9 @@ class TrainedVocabulary:
     def state_dict(self):
         path = resolve_data_path(self.cfg.MODEL.EZSD.TEXT_EMBEDDINGS)
         if not path or not os.path.isfile(path):
-            return {"text_embeddings": None, "clip_hash": None}
-        return {"text_embeddings": path, "clip_hash": text_embedding_info(path)["clip_hash"]}
+            return {"text_embeddings": None, "clip_hash": None, "names": None}
+        info = text_embedding_info(path)
+        return {"text_embeddings": path, "clip_hash": info["clip_hash"], "names": info["names"]}
 
     def load_state_dict(self, state):
         check_trained_vocabulary(state, "the checkpoint resumed", self.cfg)
@@ -76,7 +96,10 @@ class TrainedVocabulary:
 
 def check_trained_vocabulary(state, weights, cfg):
     """Refuse the text embeddings of `cfg` when they come from another CLIP than the training
-    vocabulary recorded in the checkpoint `weights` (`state`: TrainedVocabulary's)."""
+    vocabulary recorded in the checkpoint `weights` (`state`: TrainedVocabulary's), and the
+    evaluation split DATASETS.TEST[0] when it evaluates as novel a class the model was trained
+    on."""
+    _check_novel_not_trained(state.get("names"), weights, cfg)
     trained = state.get("clip_hash")
     if not trained:
         return
@@ -88,6 +111,64 @@ def check_trained_vocabulary(state, weights, cfg):
                 "text embeddings of that CLIP (MODEL.EZSD.CLIP.MODEL embeds the names that the "
                 "config's text-embedding files do not hold)"
             )
+
+
+def _check_novel_not_trained(trained_names, weights, cfg):
+    """A model trained with boxes of a class that the evaluation split counts as novel (e.g. a
+    ShapesOVD model of another split) would score it as if found zero-shot."""
+    dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
+    if not trained_names or dataset not in DatasetCatalog.list():
+        return
+    trained = set(trained_names) & set(MetadataCatalog.get(dataset).get("novel_classes") or ())
+    if trained:
+        raise UserInputError(
+            f"MODEL.WEIGHTS {weights} was trained with boxes of {sorted(trained)}, which "
+            f"DATASETS.TEST[0] {dataset} counts as novel: use the split it was trained for"
+        )
+
+
+class TrainedInputs:
+    """A checkpointable saved beside the model under INPUTS_KEY: the config settings the weights
+    were trained under that are not weights (`trained_inputs`). Resuming under others is
+    refused."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def state_dict(self):
+        return trained_inputs(self.cfg)
+
+    def load_state_dict(self, state):
+        check_trained_inputs(state, "the checkpoint resumed", self.cfg)
+
+
+def trained_inputs(cfg):
+    """What the weights of a model built from `cfg` expect without holding it: the input
+    normalization and channel order, and the anchors its RPN regresses from."""
+    anchors = cfg.MODEL.ANCHOR_GENERATOR
+    return {
+        "MODEL.PIXEL_MEAN": [float(v) for v in cfg.MODEL.PIXEL_MEAN],
+        "MODEL.PIXEL_STD": [float(v) for v in cfg.MODEL.PIXEL_STD],
+        "INPUT.FORMAT": cfg.INPUT.FORMAT,
+        "MODEL.ANCHOR_GENERATOR.SIZES": [[float(v) for v in level] for level in anchors.SIZES],
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": [
+            [float(v) for v in level] for level in anchors.ASPECT_RATIOS
+        ],
+    }
+
+
+def check_trained_inputs(state, weights, cfg):
+    """Refuse `cfg` when a setting recorded in the checkpoint `weights` (`state`: TrainedInputs')
+    differs from it."""
+    now = trained_inputs(cfg)
+    diff = [
+        f"{k} {state[k]} there, {now[k]} here" for k in now if k in state and state[k] != now[k]
+    ]
+    if diff:
+        raise UserInputError(
+            f"MODEL.WEIGHTS {weights} was trained with other settings than the config "
+            f"({'; '.join(diff)}): use the config the weights were trained with"
+        )
 
 
 class _Checkpointer(DetectionCheckpointer):
@@ -124,6 +205,13 @@ def load_weights(model, weights, cfg, config_file=None):
         check_trained_vocabulary(checkpoint[VOCABULARY_KEY], weights, cfg)
     else:
         logger.warning(f"{weights} records no training vocabulary: its CLIP cannot be checked")
+    if INPUTS_KEY in checkpoint:
+        check_trained_inputs(checkpoint[INPUTS_KEY], weights, cfg)
+    else:
+        logger.warning(
+            f"{weights} records no input settings: its input normalization and anchors cannot be "
+            "checked"
+        )
     return model
 
 

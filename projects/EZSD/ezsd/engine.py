@@ -40,7 +40,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ezsd.checkpoint import VOCABULARY_KEY, TrainedVocabulary, load_weights, weights_file
+from ezsd.checkpoint import load_weights, trained_checkpointables, weights_file
 from ezsd.config import load_ezsd_config
 from ezsd.data.mapper import EZSDDatasetMapper
 from ezsd.evaluation import build_ovd_evaluator
@@ -263,7 +263,7 @@ class Trainer(DefaultTrainer):
             self._trainer.model,
             cfg.OUTPUT_DIR,
             trainer=weakref.proxy(self),
-            **{VOCABULARY_KEY: TrainedVocabulary(cfg)},
+            **trained_checkpointables(cfg),
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
