@@ -268,3 +268,54 @@ def test_novel_detection_places():
     # without the better-scored box on the kiwi, the second one is right
     alone = novel_detection_places(gt, ["kiwi", "plum"], detections[1:])
     assert (alone["right"], alone["duplicate"]) == (1, 0)
+
+
+def test_detections_of_other_data_with_the_same_image_ids_are_refused(detector, tmp_path):
+    """The evaluator writes beside its detections the fingerprint of the data they were made on,
+    so novel_errors and eval_clip_regions refuse them for another split: ShapesOVD numbers the
+    images of every split and seed from 1, so the ids alone pass."""
+    from ezsd.evaluation.novel_errors import main as novel_errors_main
+
+    cfg, model, _ = detector
+    out = tmp_path / "eval"
+    evaluate_on_gt_boxes(cfg, model, VAL, output_dir=str(out))
+    detections = str(out / "coco_instances_results.json")
+    made = json.loads((out / "coco_instances_results.dataset.json").read_text())
+    assert made == dataset_fingerprint(VAL, DatasetCatalog.get(VAL))
+    novel_errors_main(["--dataset", VAL, "--detections", detections])  # its own data
+
+    other = "test_eval_tools_other_val"
+    data = tmp_path / "shapes_ovd"
+    generate_shapes_ovd(str(data), seed=1, num_train=1, num_val=3, image_size=128)
+    register_shapes_splits(data, "test_eval_tools_other_train", other)
+    other_ids = {r["image_id"] for r in DatasetCatalog.get(other)}
+    assert other_ids == {r["image_id"] for r in DatasetCatalog.get(VAL)}
+    refusal = f"made for dataset '{VAL}' .* but --detections is evaluated on '{other}'"
+    with pytest.raises(UserInputError, match=refusal):
+        novel_errors_main(["--dataset", other, "--detections", detections])
+    # the tool, on the builtin ShapesOVD val split of another generated folder
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "eval_clip_regions.py"),
+            "--clip",
+            "ViT-B/32",  # never loaded: the inputs are checked first
+            "--dataset",
+            "shapes_ovd_val",
+            "--regions",
+            detections,
+            "--output",
+            str(tmp_path / "clip_eval"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0 and last.startswith("error: "), result.stderr[-2000:]
+    assert (
+        f"made for dataset '{VAL}'" in last
+        and "but --regions is evaluated on 'shapes_ovd_val'" in last
+    )
+    assert not (tmp_path / "clip_eval").exists()

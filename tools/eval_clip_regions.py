@@ -38,6 +38,7 @@ from ezsd.clip import (
 )
 from ezsd.data.proposal_store import ProposalStore
 from ezsd.evaluation import OVDCOCOEvaluator, evaluation_split_metadata
+from ezsd.evaluation.ovd_coco_evaluation import check_results_dataset
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write_json, check_writable_dir
 
@@ -94,6 +95,8 @@ def main(argv=None):
     dicts = DatasetCatalog.get(args.dataset)
     if os.path.isdir(args.regions):
         ProposalStore(args.regions).check_dataset(args.dataset, dicts)
+    elif os.path.isfile(args.regions):
+        check_results_dataset(args.regions, args.dataset, dicts, "--regions")
     dicts = dicts[: args.max_images]
     boxes = region_boxes(args.regions, dicts, args.top_k)
     check_writable_dir(args.output, "--output")  # after every check of the inputs

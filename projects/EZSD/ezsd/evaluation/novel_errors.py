@@ -143,11 +143,14 @@ def main(argv=None):
     """The command line `python -m ezsd.evaluation.novel_errors`."""
     import argparse
 
+    from detectron2.data import DatasetCatalog
+
     import ezsd  # noqa: F401  (registers the builtin datasets)
     from ezsd.data.datasets.split_json import read_json
     from ezsd.utils.errors import UserInputError
 
     from .build import evaluation_split_metadata
+    from .ovd_coco_evaluation import check_results_dataset
 
     p = argparse.ArgumentParser(
         description="Each novel object of an evaluation split: no detection covers it, or the "
@@ -175,6 +178,9 @@ def main(argv=None):
     meta = evaluation_split_metadata(args.dataset)
     gt = read_json(meta.json_file)
     detections = read_json(args.detections)
+    check_results_dataset(
+        args.detections, args.dataset, DatasetCatalog.get(args.dataset), "--detections"
+    )
     image_ids = {i["id"] for i in gt["images"]}
     foreign = {d["image_id"] for d in detections} - image_ids
     if foreign:

@@ -1,17 +1,30 @@
 """COCO-style evaluation that also reports AP on the base and on the novel classes."""
 
+import json
+import logging
 import os
 
 import numpy as np
+from detectron2.data import DatasetCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.logger import create_small_table
 
+from ezsd.data.feature_store import check_made_from, dataset_fingerprint
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import atomic_write_json
 
-__all__ = ["OVDCOCOEvaluator", "subset_average_precision", "ovd_class_groups"]
+__all__ = [
+    "OVDCOCOEvaluator",
+    "subset_average_precision",
+    "ovd_class_groups",
+    "results_dataset_file",
+    "check_results_dataset",
+]
 
 OVD_METRICS_FILE = "ovd_metrics.json"
+RESULTS_FILE = "coco_instances_results.json"  # the detections detectron2's COCOEvaluator writes
+
+logger = logging.getLogger(__name__)
 OVD_METRICS = tuple(f"{m}_{g}" for m in ("AP50", "AP") for g in ("base", "novel", "all"))
 
 
@@ -57,11 +70,37 @@ def ovd_class_groups(metadata, category_names, source):
     return {k: v for k, v in groups.items() if v}
 
 
+def results_dataset_file(results_file):
+    """The file beside a COCO results file that records the data its image ids belong to."""
+    return os.path.splitext(results_file)[0] + ".dataset.json"
+
+
+def check_results_dataset(results_file, dataset_name, records, option):
+    """Refuse the COCO results `results_file` (given with the command-line `option`) when the
+    file beside it records other data than `dataset_name` (whose dicts are `records`): image ids
+    alone do not tell, every ShapesOVD split numbers its images from 1. Results without that
+    file (of another tool or an older version) are used with a warning."""
+    path = results_dataset_file(results_file)
+    if not os.path.isfile(path):
+        logger.warning(
+            f"{option} {results_file}: no {os.path.basename(path)} beside it, so its images are "
+            f"checked against '{dataset_name}' by their ids only"
+        )
+        return
+    with open(path) as f:
+        made = json.load(f)
+    check_made_from(
+        path, made, dataset_name, records, f"{option} is evaluated on", "evaluate it on that one"
+    )
+
+
 class OVDCOCOEvaluator(COCOEvaluator):
     """A COCOEvaluator whose results also hold AP50_{base,novel,all} and AP_{base,novel,all}.
 
     Base and novel class names come from the dataset's MetadataCatalog entry. The figures are
-    returned in each task's results and written to `output_dir/ovd_metrics.json`.
+    returned in each task's results and written to `output_dir/ovd_metrics.json`; beside the
+    detections (coco_instances_results.json) it writes the dataset's fingerprint
+    (`results_dataset_file`), so that the tools reading them can refuse those of other data.
     """
 
     def __init__(self, dataset_name, *args, **kwargs):
@@ -90,6 +129,14 @@ class OVDCOCOEvaluator(COCOEvaluator):
         }
         if self._output_dir and ovd:  # results are empty off the main process
             atomic_write_json(os.path.join(self._output_dir, OVD_METRICS_FILE), ovd, indent=1)
+            detections = os.path.join(self._output_dir, RESULTS_FILE)
+            if os.path.isfile(detections):
+                name = self._metadata.name
+                atomic_write_json(
+                    results_dataset_file(detections),
+                    dataset_fingerprint(name, DatasetCatalog.get(name)),
+                    indent=1,
+                )
         return results
 
     def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
