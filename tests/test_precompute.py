@@ -519,15 +519,21 @@ def test_rpn_mode_scores_the_rpn_candidates_and_records_the_rpn(world, capsys):
         # every proposal is one of the RPN's candidates, in CLIP-objectness order
         assert all((boxes == b).all(dim=1).any() for b in props["boxes"])
         assert (props["objectness"][:-1] >= props["objectness"][1:]).all()
-    # another RPN checkpoint cannot resume into these proposals; a missing one is a clear error
+    # another RPN checkpoint, or the same one under another config (here another test size: the
+    # weights load, the boxes differ), cannot resume into these proposals; a missing checkpoint
+    # is a clear error
     other = tiny_rpn_checkpoint(world["root"], seed=1)
-    for weights_arg, message in (
-        (other, "rpn_weights_hash"),
-        (str(world["root"] / "none.pth"), "none.pth"),
+    other_config = world["root"] / "rpn_other_size.yaml"
+    other_config.write_text(f'_BASE_: "{RPN_CONFIG}"\nINPUT:\n  MIN_SIZE_TEST: 96\n')
+    for weights_arg, config_arg, message in (
+        (other, RPN_CONFIG, "rpn_weights_hash"),
+        (weights, str(other_config), "rpn_config_hash"),
+        (str(world["root"] / "none.pth"), RPN_CONFIG, "none.pth"),
     ):
+        args = [*rpn[:3], config_arg, *rpn[4:]]
         with pytest.raises(SystemExit) as e:
             _run(
-                world, out, "--stage", "proposals", "--rpn-weights", weights_arg, *rpn, dataset=VAL
+                world, out, "--stage", "proposals", "--rpn-weights", weights_arg, *args, dataset=VAL
             )
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and message in err[0], err

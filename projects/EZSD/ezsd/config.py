@@ -1,3 +1,4 @@
+import hashlib
 import os
 
 import yaml
@@ -111,3 +112,10 @@ def load_ezsd_config(config_file, opts=(), opts_name="command-line option"):
             msg = e.args[0] if e.args and isinstance(e, KeyError) else e
             raise UserInputError(f"{source}: {msg}".replace("\n", " ")) from None
     return cfg
+
+
+def config_digest(config_file, opts=(), opts_name="command-line option"):
+    """The short sha256 (12 hex digits) of the dump of `config_file` merged with `opts`: what a
+    record of the config a model or file was made with compares."""
+    dump = load_ezsd_config(config_file, opts, opts_name).dump().encode()
+    return hashlib.sha256(dump).hexdigest()[:12]

@@ -20,14 +20,13 @@ made once for the variants that share it.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
 
-from ezsd.config import load_ezsd_config
+from ezsd.config import config_digest, load_ezsd_config
 from ezsd.data.shapes_ovd import DEFAULT_NOVEL_CLASSES
 from ezsd.data.text_embedding_file import text_embedding_info
 from ezsd.utils.checkout import REPO, checkout_path
@@ -551,11 +550,9 @@ def _sha256(path):
 
 
 def _config_digest(config_file, opts):
-    """The config a training stage runs with, as "FILE DIGEST" (the short sha256 of the dump of
-    `config_file` merged with `opts`): a model trained before the config files or the EZSD keys
-    changed is refused, not reused."""
-    dump = load_ezsd_config(config_file, opts, "--opts").dump().encode()
-    return f"{os.path.relpath(config_file, REPO)} {hashlib.sha256(dump).hexdigest()[:12]}"
+    """The config a training stage runs with, as "FILE DIGEST" (`config_digest`): a model trained
+    before the config files or the EZSD keys changed is refused, not reused."""
+    return f"{os.path.relpath(config_file, REPO)} {config_digest(config_file, opts, '--opts')}"
 
 
 def _git_commit():

@@ -31,6 +31,7 @@ from detectron2.structures import BoxMode
 from tqdm import tqdm
 
 from ezsd.clip import DEFAULT_PROMPTS, clip_checkpoint_hash, load_clip, text_embeddings
+from ezsd.config import config_digest
 from ezsd.data.feature_store import (
     dataset_fingerprint,
     region_file,
@@ -242,7 +243,9 @@ def run_precompute(cfg):
         if not os.path.isfile(cfg.rpn_weights):
             raise UserInputError(f"--rpn-weights: checkpoint not found: {cfg.rpn_weights}")
         cfg.proposal = dataclasses.replace(
-            cfg.proposal, rpn_weights_hash=file_sha256(cfg.rpn_weights)
+            cfg.proposal,
+            rpn_weights_hash=file_sha256(cfg.rpn_weights),
+            rpn_config_hash=config_digest(cfg.rpn_config, opts_name="--rpn-config"),
         )
 
     records = sorted(DatasetCatalog.get(cfg.dataset), key=image_order_key)

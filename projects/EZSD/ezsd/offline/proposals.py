@@ -84,7 +84,9 @@ class ProposalSettings:
     fast_step: float = 0.25  # first round's shift, as a fraction of the box side; halves per round
     # rpn mode (ignored by the others)
     rpn_candidates: int = 1000  # RPN boxes scored by CLIP per image
-    rpn_weights_hash: Optional[str] = None  # recorded so that a resume cannot mix two RPNs' boxes
+    # recorded so that a resume cannot mix the boxes of two RPNs, or of one run two ways
+    rpn_weights_hash: Optional[str] = None
+    rpn_config_hash: Optional[str] = None  # ezsd.config.config_digest of --rpn-config
 
     def __post_init__(self):
         if self.mode not in MODES:
