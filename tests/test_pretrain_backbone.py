@@ -60,3 +60,23 @@ def test_pretrained_backbone_loads_into_every_resnet_weight_of_the_detector(tmp_
     for k, v in weights.items():
         assert torch.equal(loaded[k].to(v.dtype), v), k
     assert not os.path.exists(str(out) + ".state")  # the resumable state is removed at the end
+
+
+def test_a_state_made_with_other_settings_is_not_resumed(tmp_path):
+    """--resume refuses a resumable state whose recorded settings (or none: an older version)
+    differ from the run's, before any step: its batches and schedule would mix two runs."""
+    from ezsd.backbone_pretraining import parse_args, run_settings
+
+    out = tmp_path / "r18.pth"
+    argv = ["--config-file", CONFIG, "--out", str(out), "--steps", "4", "--resume"]
+    state = {"model": {}, "step": 2, "settings": run_settings(parse_args([*argv, "--seed", "1"]))}
+    command = [sys.executable, os.path.join(REPO, "tools", "pretrain_backbone.py"), *argv]
+    for saved, message in (
+        (state, "seed 1 there, 0 asked"),
+        ({"model": {}}, "records no settings"),
+    ):
+        torch.save(saved, str(out) + ".state")
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        last = result.stderr.strip().splitlines()[-1]
+        assert result.returncode != 0 and last.startswith("error: ") and message in last, last
+        assert not out.exists()

@@ -8,7 +8,8 @@ It writes a detectron2 checkpoint (`{"model": {"backbone.bottom_up.*": ...}}`) f
 The defaults reproduce weights/shapes_r18_pretrained.pth (docs/SHAPES_RESULTS.md has its figures).
 
 Batch `k` is rendered from seed (seed, k), so a run killed and resumed (`--resume`, from the
-state saved every --save-every steps) sees the same data as an uninterrupted one.
+state saved every --save-every steps, with the same settings: another seed, schedule or config
+is refused) sees the same data as an uninterrupted one.
 """
 
 import argparse
@@ -21,10 +22,10 @@ import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import build_resnet_backbone
 
-from ezsd.config import load_ezsd_config
+from ezsd.config import config_digest, load_ezsd_config
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, render_clip_pairs
 from ezsd.data.shapes_ovd.clip_domain import HELD_OUT_SEED_OFFSET
-from ezsd.utils.errors import exit_on_user_error
+from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write, check_writable_dir
 from ezsd.utils.schedule import decay_param_groups, warmup_cosine
 
@@ -108,6 +109,32 @@ class Batches(torch.utils.data.Dataset):
         return images, torch.from_numpy(labels)
 
 
+def run_settings(args):
+    """What decides a run's batches and updates, recorded in its resumable state: the config (its
+    digest), the seed and the schedule."""
+    names = ("seed", "steps", "batch_size", "lr", "weight_decay", "warmup", "image_size")
+    return dict(config=config_digest(args.config_file), **{n: getattr(args, n) for n in names})
+
+
+def check_same_settings(recorded, settings, state_path):
+    """Refuse to resume a state made with other settings: its steps would mix two runs."""
+    if recorded is None:
+        raise UserInputError(
+            f"{state_path}: records no settings (an older version), so it cannot be resumed "
+            "safely; delete it or run without --resume"
+        )
+    diff = [
+        f"{k.replace('_', '-')} {recorded.get(k)} there, {v} asked"
+        for k, v in settings.items()
+        if recorded.get(k) != v
+    ]
+    if diff:
+        raise UserInputError(
+            f"{state_path}: made with other settings ({'; '.join(diff)}); resume with the same "
+            "ones, or delete it or run without --resume to start over"
+        )
+
+
 def save(path, obj):
     with atomic_write(path) as f:
         torch.save(obj, f)
@@ -127,8 +154,10 @@ def main(argv=None):
         opt, lambda step: warmup_cosine(step, args.warmup, args.steps)
     )
     state_path, step = args.out + ".state", 0
+    settings = run_settings(args)
     if args.resume and os.path.exists(state_path):
         state = torch.load(state_path, weights_only=False)
+        check_same_settings(state.get("settings"), settings, state_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -163,6 +192,7 @@ def main(argv=None):
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                     "step": step,
+                    "settings": settings,
                 },
             )
     acc = accuracy(model, args)
