@@ -59,3 +59,6 @@ def test_other_input_settings_are_refused_and_unrecorded_ones_pass():
     with pytest.raises(UserInputError, match="ANCHOR_GENERATOR.SIZES"):
         check_trained_inputs(older, "m.pth", other)
     check_trained_inputs(older, "m.pth", load_ezsd_config(CONFIG, ["INPUT.FORMAT", "RGB"]))
+    # a flat anchor list is one level's values, as detectron2 reads it; ints equal floats
+    flat = ["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[0.5, 1, 2]"]
+    check_trained_inputs(state, "m.pth", load_ezsd_config(CONFIG, flat))

@@ -147,14 +147,26 @@ def trained_inputs(cfg):
     normalization and channel order, and the anchors its RPN regresses from."""
     anchors = cfg.MODEL.ANCHOR_GENERATOR
     return {
-        "MODEL.PIXEL_MEAN": [float(v) for v in cfg.MODEL.PIXEL_MEAN],
-        "MODEL.PIXEL_STD": [float(v) for v in cfg.MODEL.PIXEL_STD],
+        "MODEL.PIXEL_MEAN": _floats(cfg.MODEL.PIXEL_MEAN),
+        "MODEL.PIXEL_STD": _floats(cfg.MODEL.PIXEL_STD),
         "INPUT.FORMAT": cfg.INPUT.FORMAT,
-        "MODEL.ANCHOR_GENERATOR.SIZES": [[float(v) for v in level] for level in anchors.SIZES],
-        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": [
-            [float(v) for v in level] for level in anchors.ASPECT_RATIOS
-        ],
+        "MODEL.ANCHOR_GENERATOR.SIZES": _per_level(anchors.SIZES),
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": _per_level(anchors.ASPECT_RATIOS),
     }
+
+
+def _per_level(anchor_values):
+    """An anchor setting as a list per feature level: detectron2 reads a flat list as one level's
+    values, the same for every level."""
+    values = _floats(anchor_values)
+    return values if values and isinstance(values[0], list) else [values]
+
+
+def _floats(value):
+    """A config list (nested or not, of ints or floats) as lists of floats: 32 and 32.0 agree."""
+    if isinstance(value, (list, tuple)):
+        return [_floats(v) for v in value]
+    return float(value)
 
 
 def check_trained_inputs(state, weights, cfg):
