@@ -22,10 +22,10 @@ __all__ = [
 ]
 
 OVD_METRICS_FILE = "ovd_metrics.json"
+OVD_METRICS = tuple(f"{m}_{g}" for m in ("AP50", "AP") for g in ("base", "novel", "all"))
 RESULTS_FILE = "coco_instances_results.json"  # the detections detectron2's COCOEvaluator writes
 
 logger = logging.getLogger(__name__)
-OVD_METRICS = tuple(f"{m}_{g}" for m in ("AP50", "AP") for g in ("base", "novel", "all"))
 
 
 def subset_average_precision(coco_eval, class_names, iou=None):
