@@ -52,7 +52,7 @@ def test_other_input_settings_are_refused_and_unrecorded_ones_pass():
         check_trained_inputs(state, "m.pth", other)
     message = str(e.value)
     assert message.startswith("MODEL.WEIGHTS m.pth was trained with other settings than the config")
-    assert "INPUT.FORMAT BGR there, RGB here" in message
+    assert "INPUT.FORMAT: 'BGR' there, 'RGB' asked" in message
     assert "MODEL.ANCHOR_GENERATOR.SIZES" in message and "[[8.0], [16.0]" in message
     assert "PIXEL_STD" not in message  # only what differs is named
     older = {k: v for k, v in state.items() if k != "INPUT.FORMAT"}  # a setting not recorded

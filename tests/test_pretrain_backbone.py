@@ -72,7 +72,7 @@ def test_a_state_made_with_other_settings_is_not_resumed(tmp_path):
     state = {"model": {}, "step": 2, "settings": run_settings(parse_args([*argv, "--seed", "1"]))}
     command = [sys.executable, os.path.join(REPO, "tools", "pretrain_backbone.py"), *argv]
     for saved, message in (
-        (state, "seed 1 there, 0 asked"),
+        (state, "seed: 1 there, 0 asked"),
         ({"model": {}}, "records no settings"),
     ):
         torch.save(saved, str(out) + ".state")

@@ -99,7 +99,7 @@ def test_train_then_evaluate_base_and_novel(workspace):
     last = refused.stderr.strip().splitlines()[-1]
     assert refused.returncode != 0 and last.startswith("error: "), refused.stderr[-2000:]
     trained_std = inputs["MODEL.PIXEL_STD"]
-    assert f"MODEL.PIXEL_STD {trained_std} there, [2.0, 2.0, 2.0] here" in last, last
+    assert f"MODEL.PIXEL_STD: {trained_std} there, [2.0, 2.0, 2.0] asked" in last, last
     assert not (root / "eval_std" / "inference").exists()
 
 

@@ -28,6 +28,7 @@ from ezsd.data.shapes_ovd.clip_domain import HELD_OUT_SEED_OFFSET
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write, check_writable_dir
 from ezsd.utils.schedule import decay_param_groups, warmup_cosine
+from ezsd.utils.settings import settings_difference
 
 PREFIX = "backbone.bottom_up."  # where build_resnet_fpn_backbone puts the ResNet in the detector
 
@@ -123,14 +124,10 @@ def check_same_settings(recorded, settings, state_path):
             f"{state_path}: records no settings (an older version), so it cannot be resumed "
             "safely; delete it or run without --resume"
         )
-    diff = [
-        f"{k.replace('_', '-')} {recorded.get(k)} there, {v} asked"
-        for k, v in settings.items()
-        if recorded.get(k) != v
-    ]
+    diff = settings_difference(recorded, settings, keys=settings)
     if diff:
         raise UserInputError(
-            f"{state_path}: made with other settings ({'; '.join(diff)}); resume with the same "
+            f"{state_path}: made with other settings ({diff}); resume with the same "
             "ones, or delete it or run without --resume to start over"
         )
 

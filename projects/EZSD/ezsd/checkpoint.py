@@ -26,6 +26,7 @@ from ezsd.data.text_embedding_file import text_embedding_info
 from ezsd.modeling.vocabulary import vocabulary_clip_sources
 from ezsd.utils.errors import UserInputError
 from ezsd.utils.file_io import resolve_data_path
+from ezsd.utils.settings import settings_difference
 
 __all__ = [
     "weights_file",
@@ -173,13 +174,11 @@ def check_trained_inputs(state, weights, cfg):
     """Refuse `cfg` when a setting recorded in the checkpoint `weights` (`state`: TrainedInputs')
     differs from it."""
     now = trained_inputs(cfg)
-    diff = [
-        f"{k} {state[k]} there, {now[k]} here" for k in now if k in state and state[k] != now[k]
-    ]
+    diff = settings_difference(state, now, keys=set(now) & set(state))
     if diff:
         raise UserInputError(
             f"MODEL.WEIGHTS {weights} was trained with other settings than the config "
-            f"({'; '.join(diff)}): use the config the weights were trained with"
+            f"({diff}): use the config the weights were trained with"
         )
 
 

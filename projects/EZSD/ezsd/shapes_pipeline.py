@@ -32,6 +32,7 @@ from ezsd.data.text_embedding_file import text_embedding_info
 from ezsd.utils.checkout import REPO, checkout_path
 from ezsd.utils.errors import UserInputError, exit_on_user_error
 from ezsd.utils.file_io import atomic_write_json, file_sha256
+from ezsd.utils.settings import settings_difference
 
 __all__ = ["VARIANTS", "parse_args", "scaled_schedule", "Pipeline", "run_pipeline", "main"]
 
@@ -205,14 +206,10 @@ class Pipeline:
         with open(path) as f:
             recorded = json.load(f)
         inputs = json.loads(json.dumps(inputs))  # as stored (tuples become lists)
-        diff = [
-            f"{k}: {recorded.get(k)!r} there, {inputs.get(k)!r} asked"
-            for k in sorted(set(recorded) | set(inputs))
-            if recorded.get(k) != inputs.get(k)
-        ]
+        diff = settings_difference(recorded, inputs)
         if diff:
             raise UserInputError(
-                f"stage '{name}': {folder} was made from other inputs ({'; '.join(diff)}); "
+                f"stage '{name}': {folder} was made from other inputs ({diff}); "
                 "delete it or choose another --output-dir/--shared-dir"
             )
         return True
@@ -247,13 +244,8 @@ class Pipeline:
         def done():
             if not os.path.exists(os.path.join(folder, "split.json")):
                 return False
-            there, asked = self.data_inputs(), self.asked_data_inputs()
-            if there != asked:
-                diff = "; ".join(
-                    f"{k}: {there[k]!r} there, {asked[k]!r} asked"
-                    for k in sorted(asked)
-                    if there[k] != asked[k]
-                )
+            diff = settings_difference(self.data_inputs(), self.asked_data_inputs())
+            if diff:
                 raise UserInputError(
                     f"{folder}: holds other ShapesOVD data than asked ({diff}); choose another "
                     "--data-dir (or --shared-dir) for these settings"
