@@ -20,7 +20,7 @@ from ezsd.config import load_ezsd_config
 from ezsd.data.feature_store import dataset_fingerprint
 from ezsd.data.shapes_ovd import CATEGORY_NAMES, generate_shapes_ovd
 from ezsd.data.text_embedding_file import save_text_embeddings
-from ezsd.evaluation.gt_boxes import detect_on_boxes, evaluate_on_gt_boxes
+from ezsd.evaluation.gt_boxes import detect_on_boxes, evaluate_on_gt_boxes, probability_shares
 from ezsd.evaluation.gt_boxes import main as eval_on_gt_main
 from ezsd.utils.errors import UserInputError
 
@@ -114,13 +114,32 @@ def test_a_classifier_right_on_every_box_gets_ap50_100(detector, monkeypatch):
         assert len(classes) == len(proposals[0])
         return [probs]
 
-    random = evaluate_on_gt_boxes(cfg, model, VAL)
+    random, random_shares = evaluate_on_gt_boxes(cfg, model, VAL)
     monkeypatch.setattr(predictor, "predict_probs", oracle)
-    right = evaluate_on_gt_boxes(cfg, model, VAL)
+    right, shares = evaluate_on_gt_boxes(cfg, model, VAL)
     assert right["AP50_base"] == pytest.approx(100.0) and right["AP50_novel"] == pytest.approx(
         100.0
     )
     assert random["AP50_all"] < 90.0
+    boxes = sum(len(_gt_classes(r)) for r in records)
+    assert sum(g["boxes"] for g in shares.values()) == boxes and set(shares) == {"base", "novel"}
+    for group in shares.values():
+        assert (group["own"], group["background"], group["top1"]) == (1.0, 0.0, 1.0)
+    assert all(g["own"] < 1.0 for g in random_shares.values())
+
+
+def test_probability_shares_per_group():
+    """Two base boxes and one novel box over classes (base a, base b, novel c) and background."""
+    probs = torch.tensor(
+        [[0.6, 0.1, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4], [0.3, 0.1, 0.1, 0.5]]
+    )  # own classes a, b, c
+    shares = probability_shares(probs, torch.tensor([0, 1, 2]), torch.tensor([False, False, True]))
+    assert shares["base"] == dict(
+        boxes=2, own=0.4, background=0.25, other_base=0.1, other_novel=0.25, top1=0.5
+    )
+    assert shares["novel"] == dict(
+        boxes=1, own=0.1, background=0.5, other_base=0.3, other_novel=0.0, top1=0.0
+    )
 
 
 def test_eval_on_gt_boxes_command_line(detector, tmp_path, capsys):
@@ -139,6 +158,7 @@ def test_eval_on_gt_boxes_command_line(detector, tmp_path, capsys):
     assert printed == out and printed["dataset"] == VAL and printed["boxes"] == "gt"
     assert all(0.0 <= printed[k] <= 100.0 for k in ("AP50_base", "AP50_novel", "AP50_all"))
     assert os.path.isfile(tmp_path / "out" / "ovd_metrics.json")
+    assert set(printed["probabilities"]) <= {"base", "novel"} and printed["probabilities"]
     with pytest.raises(UserInputError, match="'nowhere' is not a registered dataset"):
         eval_on_gt_main(["--config-file", config_file, "--dataset", "nowhere"])
     with pytest.raises(UserInputError, match="has no novel boxes"):
