@@ -25,14 +25,15 @@ __all__ = [
 
 
 def gt_boxes_at_test_size(record, transform):
-    """The record's non-crowd annotated boxes, XYXY, mapped by `transform`: float tensor (N, 4)."""
+    """The record's non-crowd annotated boxes, XYXY, mapped by `transform`, and their classes:
+    float tensor (N, 4), int64 tensor (N,)."""
+    annotations = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
     boxes = [
-        BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
-        for a in record.get("annotations", [])
-        if not a.get("iscrowd", 0)
+        BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations
     ]
     boxes = transform.apply_box(np.array(boxes, dtype=np.float64).reshape(-1, 4))
-    return torch.as_tensor(boxes, dtype=torch.float32)
+    classes = torch.tensor([a["category_id"] for a in annotations], dtype=torch.int64)
+    return torch.as_tensor(boxes, dtype=torch.float32), classes
 
 
 @torch.no_grad()
@@ -148,18 +149,16 @@ def evaluate_on_gt_boxes(cfg, model, dataset_name, regress=False, max_images=Non
         image = read_image(record["file_name"], format=cfg.INPUT.FORMAT)
         transform = resize.get_transform(image)
         tensor = torch.as_tensor(transform.apply_image(image).astype("float32").transpose(2, 0, 1))
-        scored = _probabilities_on_boxes(model, tensor, gt_boxes_at_test_size(record, transform))
+        boxes, classes = gt_boxes_at_test_size(record, transform)
+        scored = _probabilities_on_boxes(model, tensor, boxes)
         instances = _detections(predictor, *scored, regress)
         all_probs.append(scored[0].cpu())
-        # in the order of gt_boxes_at_test_size's boxes
-        all_classes += [
-            a["category_id"] for a in record.get("annotations", []) if not a.get("iscrowd", 0)
-        ]
+        all_classes.append(classes)
         height, width = image.shape[:2]
         evaluator.process([record], [{"instances": detector_postprocess(instances, height, width)}])
     novel = set(MetadataCatalog.get(dataset_name).novel_classes)
     is_novel = torch.tensor([n in novel for n in predictor.class_names])
-    shares = probability_shares(torch.cat(all_probs), torch.tensor(all_classes), is_novel)
+    shares = probability_shares(torch.cat(all_probs), torch.cat(all_classes), is_novel)
     return evaluator.evaluate()["bbox"], shares
 
 
