@@ -118,6 +118,7 @@ def test_two_variants_share_data_text_and_features(tmp_path):
     for variant, r in ablation.items():
         assert r["variant"] == variant and 0 <= r["AP50_novel"] <= 100
         assert [point[0] for point in r["curve"]] == [1, 2]
+        assert r["novel_negatives_inside"] == 0.0  # the paper's classification
     # One data set, one set of raw-CLIP text embeddings, random-region features made once, no
     # re-normalized CLIP (neither variant uses it); no_distill never ran the features stage.
     assert sorted(os.listdir(out / "shared")) == ["datasets", "features_raw_random", "text_raw"]

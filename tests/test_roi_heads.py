@@ -411,6 +411,39 @@ def test_not_background_leaves_covered_background_out_of_both_losses(tmp_path):
     assert ignored_anchors > 0 and dropped_proposals > 0
 
 
+def test_object_like_background_away_from_base_boxes_is_left_out(tmp_path):
+    """MODEL.EZSD.NOT_BACKGROUND_OBJECTNESS: of the ROI proposals that the paper's model (same
+    weights) samples, the background ones away from every GT box (IoU < 0.3, under half of their
+    area inside one) with RPN objectness >= the threshold are left out; the RPN's labels and every
+    other proposal are the paper's."""
+    cfg = _cfg(tmp_path)
+    batch = _batch()
+    threshold = 0.5026  # the untrained RPN's objectness probabilities lie around it
+    before, after = _steps_without_and_with(
+        cfg, "MODEL.EZSD.NOT_BACKGROUND_OBJECTNESS", threshold, batch
+    )
+    dropped = kept_away = kept_near = 0
+    for i, x in enumerate(batch):
+        assert torch.equal(after["anchor_labels"][i], before["anchor_labels"][i])
+        p, gt = before["proposals"][i], x["instances"].gt_boxes
+        background = p.gt_classes == len(BASE)
+        near = (pairwise_iou(p.proposal_boxes, gt) >= 0.3).any(1)
+        near |= (pairwise_ioa(gt, p.proposal_boxes) >= 0.5).any(0)
+        object_like = torch.sigmoid(p.objectness_logits) >= threshold
+        drop = background & ~near & object_like
+        q = after["proposals"][i]
+        assert torch.equal(q.proposal_boxes.tensor, p[~drop].proposal_boxes.tensor)
+        assert torch.equal(q.gt_classes, p[~drop].gt_classes)
+        dropped += int(drop.sum())
+        kept_away += int((background & ~near & ~object_like).sum())
+        kept_near += int((background & near & object_like).sum())
+    assert dropped > 0 and kept_away > 0 and kept_near > 0
+    with pytest.raises(
+        UserInputError, match=r"NOT_BACKGROUND_OBJECTNESS must be in \[0, 1\], got -0.5"
+    ):
+        build_model(_cfg(tmp_path, **{"MODEL.EZSD.NOT_BACKGROUND_OBJECTNESS": -0.5}))
+
+
 def test_not_background_needs_the_ezsd_rpn(tmp_path):
     with pytest.raises(UserInputError, match="NOT_BACKGROUND_IOU .*'EZSDRPN', got 'RPN'"):
         build_model(_cfg(tmp_path, **{"MODEL.EZSD.NOT_BACKGROUND_IOU": 0.5}))

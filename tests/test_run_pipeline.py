@@ -103,6 +103,7 @@ def test_results_record_every_input_that_decides_the_figures(tmp_path):
     assert results["max_iter"] == 7 and results["variant"] == "vild_like"
     assert results["proposal_mode"] == "random" and results["renorm_epochs"] is None
     assert results["rpn_candidates"] is None  # recorded for the rpn mode only
+    assert results["novel_negatives_inside"] == 0.7  # the pipeline's default, not the paper's 0
     assert results["git_commit"] and len(results["git_commit"].split("+")[0]) == 40
     assert json.loads((tmp_path / "results.json").read_text()) == results
 

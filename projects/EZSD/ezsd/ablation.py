@@ -89,6 +89,9 @@ def run_variant(args, variant):
         variant,
         "--eval-period",
         str(args.eval_period),
+        # the paper's classification (the pipeline's default adds novel names as negatives)
+        "--novel-negatives-inside",
+        "0",
         *args.pipeline_args,
     ]
     print(f"[ezsd ablation] {variant}: tools/run_pipeline.py {' '.join(argv)}", flush=True)

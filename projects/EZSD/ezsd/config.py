@@ -57,6 +57,11 @@ def add_ezsd_config(cfg):
     # the image's distilled CLIP regions is at least this are left out of the losses instead
     # (they may be unlabeled novel objects); 0 = off (the paper). The RPN must be 'EZSDRPN'.
     _C.MODEL.EZSD.NOT_BACKGROUND_IOU = 0.0
+    # Training: sampled ROI proposals labelled background, away from every base box (IoU < 0.3,
+    # under half their area inside one), whose RPN objectness probability is at least this are
+    # left out of the ROI losses instead (they may be unlabeled novel objects); 0 = off (the
+    # paper).
+    _C.MODEL.EZSD.NOT_BACKGROUND_OBJECTNESS = 0.0
     # Training: the novel names (of MODEL.EZSD.TEST_TEXT_EMBEDDINGS, absent from the training
     # vocabulary) join the classification softmax as wrong answers on the sampled proposals
     # labelled as a base class and on the background ones with at least this share of their area

@@ -1,6 +1,8 @@
-"""A training option that is NOT part of the EZSD paper (MODEL.EZSD.NOT_BACKGROUND_IOU), off by
-default: the RPN and the ROI heads do not teach as background the places that the image's
-distilled CLIP regions cover.
+"""Two training options that are NOT part of the EZSD paper, off by default: places that may hold
+an unlabeled novel object are not taught as background.
+
+MODEL.EZSD.NOT_BACKGROUND_IOU: the RPN and the ROI heads do not teach as background the places
+that the image's distilled CLIP regions cover.
 
 Training images hold objects of unseen (novel) classes without boxes. The paper's RPN and ROI
 sampler label every box that overlaps no ground-truth box as background, so the detector learns
@@ -10,6 +12,13 @@ sampled ROI proposal whose IoU with one of the image's distilled regions (class-
 chosen among the proposals that overlap no base box) is at least the threshold is neither
 foreground nor background: it is left out of the objectness loss and out of the classification
 loss. No label of any unseen class is read: the regions are the ones the distillation uses.
+
+MODEL.EZSD.NOT_BACKGROUND_OBJECTNESS: a sampled ROI proposal labelled background that lies away
+from every base object, and that the RPN (trained on the base boxes, class-agnostic) scores as an
+object, is left out of the ROI losses. This is the missing-annotation view of zero-shot training
+(cf. soft sampling, Wu et al. 2019): a background sample far from every labelled box may be an
+object nobody boxed. Near a base box (a loose box, a part) background stays background. Only base
+boxes and the RPN's own scores are read.
 """
 
 from typing import Dict, List, Optional
@@ -18,9 +27,20 @@ import torch
 from detectron2.config import configurable
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator.rpn import RPN
-from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.structures import Boxes, Instances, pairwise_ioa, pairwise_iou
 
-__all__ = ["EZSDRPN", "covered_by_regions", "drop_background_on_regions"]
+__all__ = [
+    "EZSDRPN",
+    "covered_by_regions",
+    "drop_background_on_regions",
+    "away_from_boxes",
+    "drop_object_like_background",
+]
+
+# A proposal is away from a base object when its IoU with the object's box is below detectron2's
+# RPN negative threshold and less than half of its area lies inside the box.
+AWAY_IOU = 0.3
+AWAY_INSIDE = 0.5
 
 
 def covered_by_regions(boxes: Boxes, regions: Boxes, iou: float) -> torch.Tensor:
@@ -38,6 +58,36 @@ def drop_background_on_regions(
     out = []
     for p, r in zip(proposals, regions):
         drop = (p.gt_classes == background_class) & covered_by_regions(p.proposal_boxes, r, iou)
+        out.append(p[~drop])
+    return out
+
+
+def away_from_boxes(boxes: Boxes, gt_boxes: Boxes) -> torch.Tensor:
+    """(N,) bool: whether each box is away from all of `gt_boxes` (IoU < AWAY_IOU and less than
+    AWAY_INSIDE of its area inside any one)."""
+    if not len(gt_boxes) or not len(boxes):
+        return torch.ones(len(boxes), dtype=torch.bool, device=boxes.tensor.device)
+    near = (pairwise_iou(boxes, gt_boxes) >= AWAY_IOU).any(dim=1)
+    inside = (pairwise_ioa(gt_boxes, boxes) >= AWAY_INSIDE).any(dim=0)
+    return ~(near | inside)
+
+
+def drop_object_like_background(
+    proposals: List[Instances],
+    targets: List[Instances],
+    min_objectness: float,
+    background_class: int,
+) -> List[Instances]:
+    """The sampled proposals of each image without its background ones that lie away from every
+    ground-truth (base) box and whose RPN objectness probability (sigmoid of the proposals'
+    `objectness_logits`) is at least `min_objectness`."""
+    out = []
+    for p, t in zip(proposals, targets):
+        drop = (
+            (p.gt_classes == background_class)
+            & (torch.sigmoid(p.objectness_logits) >= min_objectness)
+            & away_from_boxes(p.proposal_boxes, t.gt_boxes)
+        )
         out.append(p[~drop])
     return out
 

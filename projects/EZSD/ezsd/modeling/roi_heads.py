@@ -14,7 +14,7 @@ from detectron2.utils.events import get_event_storage
 from ezsd.utils.errors import UserInputError
 
 from .distillation import distillation_loss, regions_per_process
-from .not_background import drop_background_on_regions
+from .not_background import drop_background_on_regions, drop_object_like_background
 from .novel_negatives import check_novel_names, on_base_objects
 from .predictor import EZSDPredictor
 
@@ -41,10 +41,11 @@ class EZSDROIHeads(StandardROIHeads):
     In training, `forward(..., distill_regions=...)` takes per image an Instances with fields
     `boxes` (Boxes, in the input image's coordinates), `targets` (K, D) CLIP embeddings and
     `weights` (K,) (as :class:`ezsd.data.mapper.EZSDDatasetMapper` yields them) and adds
-    `loss_distill`. `num_classes` is the predictor's (the active vocabulary's size). Two training
+    `loss_distill`. `num_classes` is the predictor's (the active vocabulary's size). Training
     options that are not the paper's: with `not_background_iou` > 0
     (ezsd.modeling.not_background), sampled background proposals that the distilled regions cover
-    are left out of the losses; with `novel_negatives_inside` > 0 (ezsd.modeling.novel_negatives),
+    are left out of the losses, and with `not_background_objectness` > 0 those away from every
+    base box that the RPN scores as objects; with `novel_negatives_inside` > 0 (ezsd.modeling.novel_negatives),
     the novel names compete in the classification loss on the proposals that lie on base objects.
     """
 
@@ -55,6 +56,7 @@ class EZSDROIHeads(StandardROIHeads):
         distillation: bool = True,
         distill_weight: float = 1.0,
         not_background_iou: float = 0.0,
+        not_background_objectness: float = 0.0,
         novel_negatives_inside: float = 0.0,
         **kwargs,
     ):
@@ -64,6 +66,9 @@ class EZSDROIHeads(StandardROIHeads):
             distill_weight: its factor (the loss is also scaled by the embedding dimension).
             not_background_iou: IoU with a distilled region at which a sampled background
                 proposal is dropped from the losses; 0 = off (the paper).
+            not_background_objectness: RPN objectness probability at which a sampled background
+                proposal away from every base box is dropped from the losses; 0 = off (the
+                paper). The proposals must carry `objectness_logits` (an RPN's do).
             novel_negatives_inside: share of a background proposal's area inside a base box at
                 which the novel names compete on it (they always do on proposals labelled as a
                 base class); 0 = off (the paper).
@@ -85,6 +90,12 @@ class EZSDROIHeads(StandardROIHeads):
         self.distillation = distillation
         self.distill_weight = distill_weight
         self.not_background_iou = not_background_iou
+        if not 0 <= not_background_objectness <= 1:
+            raise UserInputError(
+                "MODEL.EZSD.NOT_BACKGROUND_OBJECTNESS must be in [0, 1], got "
+                f"{not_background_objectness}"
+            )
+        self.not_background_objectness = not_background_objectness
         if not 0 <= novel_negatives_inside <= 1:
             raise UserInputError(
                 f"MODEL.EZSD.NOVEL_NEGATIVES_INSIDE must be in [0, 1], got {novel_negatives_inside}"
@@ -115,6 +126,7 @@ class EZSDROIHeads(StandardROIHeads):
         ret["distillation"] = cfg.MODEL.EZSD.DISTILL.ENABLED
         ret["distill_weight"] = cfg.MODEL.EZSD.DISTILL.WEIGHT
         ret["not_background_iou"] = cfg.MODEL.EZSD.NOT_BACKGROUND_IOU
+        ret["not_background_objectness"] = cfg.MODEL.EZSD.NOT_BACKGROUND_OBJECTNESS
         ret["novel_negatives_inside"] = cfg.MODEL.EZSD.NOVEL_NEGATIVES_INSIDE
         return ret
 
@@ -172,6 +184,15 @@ class EZSDROIHeads(StandardROIHeads):
             )
             for p, on_base in zip(proposals, masks):
                 p.novel_negative = on_base
+        if self.not_background_objectness > 0:
+            sampled = sum(len(p) for p in proposals)
+            proposals = drop_object_like_background(
+                proposals, targets, self.not_background_objectness, self.num_classes
+            )
+            get_event_storage().put_scalar(
+                "ezsd/object_like_background_left_out",
+                (sampled - sum(len(p) for p in proposals)) / len(proposals),
+            )
         del targets
         if self.not_background_iou > 0 and distill_regions is not None:
             sampled = sum(len(p) for p in proposals)
