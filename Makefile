@@ -29,7 +29,8 @@ $(STAMP): requirements.txt setup.py
 # Demo scale: every stage sized for a 2-core CPU (about 45 minutes, docs/SHAPES_RESULTS.md): an RPN
 # for the CLIP proposals, 200 training images, 600 iterations of 8 (24 epochs), 200 validation
 # images so that each novel class has 20+ boxes (tools/run_pipeline.py --help for the full-size
-# run). Then the detections on four val images.
+# run), the novel names taught as wrong answers on base objects (the pipeline's default, not the
+# paper's). Then the detections on four val images.
 demo: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) tools/run_pipeline.py --output-dir output/demo \
 		--num-train 200 --num-val 200 --max-iter 600

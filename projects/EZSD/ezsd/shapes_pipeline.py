@@ -14,7 +14,9 @@ interrupted run resumes; outputs made from other inputs are refused, naming both
 and writes OUT/results.json with the open-vocabulary AP figures, every input that decides them
 (seed, split, image counts, iterations, variant, proposal mode, CLIPs, data digests, git commit)
 and the time of every stage (null for a stage skipped because an earlier run made its outputs).
-Every stage runs the same command a COCO user runs, with ShapesOVD settings. SHARED is OUT unless
+Every stage runs the same command a COCO user runs, with ShapesOVD settings; one training choice
+is not the paper's: the novel names are wrong answers on base objects (--novel-negatives-inside;
+0 is the paper's classification, as tools/run_ablation.py runs it). SHARED is OUT unless
 --shared-dir is given: tools/run_ablation.py points all variants at one, so each stage output is
 made once for the variants that share it.
 """
