@@ -45,8 +45,9 @@ class EZSDROIHeads(StandardROIHeads):
     options that are not the paper's: with `not_background_iou` > 0
     (ezsd.modeling.not_background), sampled background proposals that the distilled regions cover
     are left out of the losses, and with `not_background_objectness` > 0 those away from every
-    base box that the RPN scores as objects; with `novel_negatives_inside` > 0 (ezsd.modeling.novel_negatives),
-    the novel names compete in the classification loss on the proposals that lie on base objects.
+    base box that the RPN scores as objects; with `novel_negatives_inside` > 0
+    (ezsd.modeling.novel_negatives), the novel names compete in the classification loss on the
+    proposals that lie on base objects.
     """
 
     @configurable
