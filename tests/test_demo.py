@@ -13,6 +13,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
 from PIL import Image
 
 import ezsd.demo
@@ -116,7 +117,7 @@ def _outputs(out_dir, vocabulary, picture_size=768):
     """detections.json, checked against the images and the PNGs, which must be valid images drawn
     enlarged to `picture_size` on their shorter side (the default of --picture-size)."""
     result = json.loads((out_dir / "detections.json").read_text())
-    assert result["vocabulary"] == vocabulary
+    assert result["vocabulary"] == vocabulary and result["overlap_iou"] == 0.5
     by_name = {os.path.basename(r["file"]): r for r in result["images"]}
     assert sorted(by_name) == sorted(IMAGE_SIZES)
     for name, (w, h) in IMAGE_SIZES.items():
@@ -134,6 +135,22 @@ def _outputs(out_dir, vocabulary, picture_size=768):
             assert det["label"] in vocabulary and 0 <= det["score"] <= 1
     assert not [f for f in os.listdir(out_dir) if f.startswith(".tmp-")]
     return result
+
+
+def test_one_name_per_object_keeps_the_best_of_overlapping_detections():
+    """Detections overlapping at the IoU, whatever their classes, leave the best-scored; the
+    others stay, in the model's order; IoU 1 keeps every one."""
+    boxes = [[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60], [0, 0, 10, 11], [0, 0, 30, 30]]
+    instances = Instances(
+        (100, 100),
+        pred_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
+        scores=torch.tensor([0.6, 0.9, 0.3, 0.8, 0.2]),
+        pred_classes=torch.tensor([0, 1, 0, 1, 1]),
+    )
+    kept = ezsd.demo.one_name_per_object(instances, 0.5)
+    assert kept.pred_boxes.tensor.tolist() == [boxes[1], boxes[2], boxes[4]]
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.3, 0.2])
+    assert len(ezsd.demo.one_name_per_object(instances, 1.0)) == 5
 
 
 def test_dataset_vocabulary_from_the_runs_config(workspace):
@@ -235,6 +252,7 @@ def test_custom_vocabulary_is_computed_once_then_cached(workspace, demo, monkeyp
         ({"--custom-vocabulary": ["cup"]}, "--custom-vocabulary needs --vocabulary custom"),
         ({"--output": ["broken.png"]}, "--output broken.png: exists and is not a folder"),
         ({"--confidence-threshold": ["1.5"]}, "--confidence-threshold 1.5 is not in [0, 1]"),
+        ({"--overlap-iou": ["0"]}, "--overlap-iou 0.0 is not in (0, 1]"),
         ({"--opts": ["MODEL.WEIGHTS", ""]}, "MODEL.WEIGHTS is empty"),
         ({"--opts": ["MODEL.WEIGHTS", "missing.pth"]}, "MODEL.WEIGHTS missing.pth: no such file"),
         ({"--opts": ["MODEL.ROI_BOX_HEAD.FC_DIM", "64"]}, "does not fit the model of"),

@@ -13,8 +13,12 @@ The vocabulary is swapped into the trained model (`set_vocabulary`), nothing is 
                              (key: CLIP checkpoint hash + prompts + names)
 Without --vocabulary: custom if --custom-vocabulary is given, else the config's DATASETS.TEST[0].
 
+The model's detections pass its per-class NMS (as in the evaluation); then, by default, one name
+per object: of the detections that overlap at --overlap-iou or more, whatever their names, the
+best-scored is kept (an object is not drawn twice, once per look-alike name).
+
 Writes, into --output DIR, one annotated PNG per image and DIR/detections.json:
-  {"vocabulary": [...], "confidence_threshold": t, "weights": FILE,
+  {"vocabulary": [...], "confidence_threshold": t, "overlap_iou": u, "weights": FILE,
    "images": [{"file": PATH, "visualization": "NAME.png", "height": H, "width": W,
                "detections": [{"box": [x0, y0, x1, y1], "label": NAME, "score": S}, ...]}, ...]}
 Every input is checked before anything is written: a bad input is a one-line error, no output.
@@ -41,6 +45,7 @@ import os
 
 import torch
 from detectron2.data.detection_utils import read_image
+from detectron2.layers import nms
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from PIL import Image
 from tqdm import tqdm
@@ -93,6 +98,13 @@ def argument_parser():
         type=float,
         default=0.5,
         help="minimum score of a detection (default 0.5)",
+    )
+    parser.add_argument(
+        "--overlap-iou",
+        type=float,
+        default=0.5,
+        help="of the detections overlapping at this IoU or more, whatever their names, keep the "
+        "best-scored (default 0.5; 1: every name's own boxes, as the evaluation keeps them)",
     )
     parser.add_argument(
         "--picture-size",
@@ -185,6 +197,15 @@ def output_names(paths):
     return names
 
 
+def one_name_per_object(instances, overlap_iou):
+    """`instances` without the detections that overlap a better-scored one (any class) at IoU
+    >= `overlap_iou`; 1 keeps them all."""
+    if overlap_iou >= 1 or len(instances) < 2:
+        return instances
+    keep = nms(instances.pred_boxes.tensor, instances.scores, overlap_iou)
+    return instances[keep.sort().values]  # the model's order
+
+
 def detections_of(instances, names):
     boxes = instances.pred_boxes.tensor.tolist()
     return [
@@ -215,12 +236,15 @@ def run_demo(
     cache_dir=None,
     opts=(),
     picture_size=768,
+    overlap_iou=0.5,
 ):
     """Detect the vocabulary's classes in the images named by `inputs` and write OUTPUT/<name>.png
     and OUTPUT/detections.json (the arguments are the command line's; see the module's help).
     Every input is checked before anything is written. Returns the detections.json dict."""
     opts = list(opts)
     cfg = setup_cfg(config_file, opts, confidence_threshold, cpu)
+    if not 0.0 < overlap_iou <= 1.0:
+        raise UserInputError(f"--overlap-iou {overlap_iou} is not in (0, 1]")
     images = collect_images(inputs)
     default_dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
     names = resolve_vocabulary(vocabulary, custom_vocabulary, default_dataset)
@@ -233,7 +257,7 @@ def run_demo(
     records = []
     for path, png in tqdm(list(zip(images, output_names(images))), desc="demo", disable=None):
         image = read_image(path, format="BGR")
-        instances = predictor(image)["instances"].to("cpu")
+        instances = one_name_per_object(predictor(image)["instances"].to("cpu"), overlap_iou)
         drawn = draw_detections(image, instances, predictor.metadata, picture_size)
         with atomic_write(os.path.join(output, png)) as f:
             Image.fromarray(drawn).save(f, format="PNG")
@@ -249,6 +273,7 @@ def run_demo(
     result = dict(
         vocabulary=names,
         confidence_threshold=confidence_threshold,
+        overlap_iou=overlap_iou,
         weights=cfg.MODEL.WEIGHTS,
         images=records,
     )
@@ -272,4 +297,5 @@ def main(argv=None):
         args.cache_dir,
         args.opts,
         args.picture_size,
+        args.overlap_iou,
     )
