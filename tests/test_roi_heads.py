@@ -14,6 +14,7 @@ from detectron2.utils.events import EventStorage
 from ezsd import add_ezsd_config
 from ezsd.data.text_embedding_file import save_text_embeddings
 from ezsd.modeling import EZSDRCNN, EZSDROIHeads
+from ezsd.modeling.not_background import drop_object_like_background
 from ezsd.utils.errors import UserInputError
 
 D = 16
@@ -442,6 +443,13 @@ def test_object_like_background_away_from_base_boxes_is_left_out(tmp_path):
         UserInputError, match=r"NOT_BACKGROUND_OBJECTNESS must be in \[0, 1\], got -0.5"
     ):
         build_model(_cfg(tmp_path, **{"MODEL.EZSD.NOT_BACKGROUND_OBJECTNESS": -0.5}))
+    unscored = [
+        Instances(p.image_size, proposal_boxes=p.proposal_boxes) for p in _gt_proposals(batch)
+    ]
+    for p in unscored:
+        p.gt_classes = torch.zeros(len(p), dtype=torch.int64)
+    with pytest.raises(UserInputError, match="needs proposals with objectness scores"):
+        drop_object_like_background(unscored, [x["instances"] for x in batch], 0.5, len(BASE))
 
 
 def test_not_background_needs_the_ezsd_rpn(tmp_path):

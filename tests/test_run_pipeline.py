@@ -172,3 +172,8 @@ def test_an_rpn_trained_with_another_config_is_refused(tmp_path, monkeypatch):
     config.write_text(config.read_text() + "MODEL:\n  FPN:\n    OUT_CHANNELS: 32\n")
     with pytest.raises(UserInputError, match=f"config: '{recorded}' there, '.+' asked"):
         rpn()
+
+
+def test_novel_negatives_out_of_range_are_refused_before_any_stage():
+    with pytest.raises(UserInputError, match=r"--novel-negatives-inside 1.5 is not in \[0, 1\]"):
+        run_pipeline.parse_args(["--output-dir", "x", "--novel-negatives-inside", "1.5"])

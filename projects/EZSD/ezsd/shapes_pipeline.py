@@ -137,7 +137,13 @@ def parse_args(argv=None):
         default=[],
         help="extra train_net.py config options, KEY VALUE ...",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0 <= args.novel_negatives_inside <= 1:
+        # refused now, not after the stages that precede training
+        raise UserInputError(
+            f"--novel-negatives-inside {args.novel_negatives_inside} is not in [0, 1]"
+        )
+    return args
 
 
 def scaled_schedule(config_file, max_iter):

@@ -29,6 +29,8 @@ from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator.rpn import RPN
 from detectron2.structures import Boxes, Instances, pairwise_ioa, pairwise_iou
 
+from ezsd.utils.errors import UserInputError
+
 __all__ = [
     "EZSDRPN",
     "covered_by_regions",
@@ -83,6 +85,11 @@ def drop_object_like_background(
     `objectness_logits`) is at least `min_objectness`."""
     out = []
     for p, t in zip(proposals, targets):
+        if not p.has("objectness_logits"):
+            raise UserInputError(
+                "MODEL.EZSD.NOT_BACKGROUND_OBJECTNESS needs proposals with objectness scores "
+                f"(an RPN's); these hold only {sorted(p.get_fields())}"
+            )
         drop = (
             (p.gt_classes == background_class)
             & (torch.sigmoid(p.objectness_logits) >= min_objectness)
