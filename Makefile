@@ -26,11 +26,11 @@ $(STAMP): requirements.txt setup.py
 	$(PY) -c "import detectron2, clip, ezsd"
 	touch $(STAMP)
 
-# Demo scale: every stage sized for a 2-core CPU (about 45 minutes, docs/SHAPES_RESULTS.md): an RPN
-# for the CLIP proposals, 200 training images, 600 iterations of 8 (24 epochs), 200 validation
-# images so that each novel class has 20+ boxes (tools/run_pipeline.py --help for the full-size
-# run), the novel names taught as wrong answers on base objects (the pipeline's default, not the
-# paper's). Then the detections on four val images.
+# Demo scale: every stage sized for a 2-core CPU (27 to 44 minutes on the machines measured,
+# docs/SHAPES_RESULTS.md): an RPN for the CLIP proposals, 200 training images, 600 iterations of 8
+# (24 epochs), 200 validation images so that each novel class has 20+ boxes (tools/run_pipeline.py
+# --help for the full-size run), the novel names taught as wrong answers on base objects (the
+# pipeline's default, not the paper's). Then the detections on four val images.
 demo: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) tools/run_pipeline.py --output-dir output/demo \
 		--num-train 200 --num-val 200 --max-iter 600
